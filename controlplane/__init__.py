@@ -1,0 +1,1 @@
+"""controlplane: see ../shared/DESIGN.md (not built yet)."""

@@ -1,0 +1,28 @@
+"""The ``corral`` command. Subcommands are added as the packages behind them land."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: corral <command> [args]
+
+commands:
+  store serve    run one member of the replicated store (see: corral store serve --help)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] == ["store", "serve"]:
+        from raftstore.member import main as serve
+
+        return serve(args[2:])
+    if args in ([], ["-h"], ["--help"]):
+        sys.stdout.write(USAGE)
+        return 0
+    sys.stderr.write(f"corral: unknown command {' '.join(args[:2])!r}; see 'corral --help'\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""nodeagent: see ../shared/DESIGN.md (not built yet)."""

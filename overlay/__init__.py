@@ -1,0 +1,1 @@
+"""overlay: see ../shared/DESIGN.md (not built yet)."""

@@ -1,0 +1,360 @@
+"""RaftStore: the Store replicated by Raft (pysyncobj), embedded in the controller process.
+
+Flow, in the order of the code:
+  * ``RaftConfig``: who this member is, its peers, data dir, cluster secret, fsync policy, timers.
+  * ``_Replica`` is the pysyncobj object. Its only replicated method, ``apply_batch``, decodes
+    one log entry (a checked, checksummed batch of commands) and applies it to the pure
+    ``KVStateMachine`` under the store lock. Everything set before ``SyncObj.__init__`` (lock,
+    notifier) is left out of snapshots; the state machine, set after, is the snapshot.
+  * ``_TickThread`` drives pysyncobj (autoTick off) so that the journal can be wrapped with the
+    fsync policy before the first tick, and so that a dying tick loop is logged, not silent.
+  * ``RaftStore`` is the asyncio side. Writes and linearizable reads queue up during one event
+    loop iteration and go out as one log entry (group commit): writes as commands, reads as a
+    read barrier that is satisfied once that entry is applied locally. An entry whose outcome is
+    unknown (leader change, timeout) is submitted again with the same request ids; the state
+    machine answers repeats from its memory of recent ids, so a retry applies at most once.
+
+pysyncobj traps handled here are listed in ../shared/reference/pysyncobj.md: no blocking in
+the tick thread, every wait bounded, idempotent retries, journal plus dump, password required.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+
+from raftstore.base import StateMachineStore
+from raftstore.commands import Command, pack_batch, unpack_batch
+from raftstore.durability import FsyncPolicy, SyncedJournal, check_data_dir
+from raftstore.statemachine import DEFAULT_HISTORY_LIMIT, KVStateMachine
+from raftstore.store import InvalidRequest, Member, Status, StoreError, TxnResult, Unavailable
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "raft.journal"
+DUMP_FILE = "raft.dump"
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """A RaftConfig that can't work; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """One member's settings. ``address`` and ``peers`` are "host:port" of Raft peer traffic."""
+
+    address: str
+    peers: Sequence[str]
+    data_dir: Path
+    secret: str = field(repr=False)
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    heartbeat: float = 0.1  # pysyncobj appendEntriesPeriod
+    election_timeout: tuple[float, float] = (0.5, 1.0)
+    request_timeout: float = 10.0
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    compaction_min_entries: int = 2000  # journal entries between snapshots
+
+    def validate(self) -> None:
+        if not self.secret or len(self.secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"a cluster secret of at least {MIN_SECRET_LENGTH} characters is required: "
+                "without it any host that reaches the peer port could join or run commands"
+            )
+        for addr in (self.address, *self.peers):
+            host, sep, port = addr.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"peer address {addr!r} is not host:port")
+        low, high = self.election_timeout
+        if not 0 < low < high:
+            raise ConfigError("election_timeout must be (low, high) with 0 < low < high")
+        if low <= 3 * self.heartbeat:
+            raise ConfigError("election_timeout low must exceed 3 heartbeats")
+
+
+class _Replica(SyncObj):
+    """pysyncobj glue. Runs ``apply_batch`` on the tick thread; never blocks there."""
+
+    def __init__(self, config: RaftConfig, lock: threading.Lock, on_applied: Any) -> None:
+        # Members set before SyncObj.__init__ are not part of snapshots.
+        self._store_lock = lock
+        self._on_applied = on_applied
+        data_dir = Path(config.data_dir)
+        conf = SyncObjConf(
+            password=config.secret,
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=config.heartbeat,
+            raftMinTimeout=config.election_timeout[0],
+            raftMaxTimeout=config.election_timeout[1],
+            journalFile=str(data_dir / JOURNAL_FILE),
+            fullDumpFile=str(data_dir / DUMP_FILE),
+            logCompactionMinEntries=config.compaction_min_entries,
+            dynamicMembershipChange=True,
+            commandsWaitLeader=False,
+            connectionRetryTime=0.5,
+            connectionTimeout=2.0,
+            maxBindRetries=20,
+            bindRetryTime=0.25,
+        )
+        super().__init__(config.address, [p for p in config.peers if p != config.address], conf)
+        self.state = KVStateMachine(history_limit=config.history_limit)
+
+    @replicated
+    def apply_batch(self, entry: bytes) -> list[TxnResult | StoreError]:
+        commands = unpack_batch(entry)
+        with self._store_lock:
+            state = self.state
+            results = [
+                c if isinstance(c, StoreError) else state.apply(c) for c in commands
+            ]
+        self._on_applied()
+        return results
+
+
+def _wrap_journal(replica: _Replica, config: RaftConfig) -> SyncedJournal:
+    """Put the fsync policy around the journal pysyncobj opened (before the first tick)."""
+    attr = "_SyncObj__raftLog"
+    inner = getattr(replica, attr, None)
+    if inner is None:
+        raise RuntimeError("this pysyncobj version keeps its journal elsewhere; pin >=0.3.16")
+    data_dir = Path(config.data_dir)
+    journal = SyncedJournal(
+        inner,
+        journal_path=data_dir / JOURNAL_FILE,
+        dump_path=data_dir / DUMP_FILE,
+        policy=config.fsync,
+    )
+    setattr(replica, attr, journal)
+    notifier = getattr(replica, "_SyncObj__pipeNotifier", None)
+    if notifier is not None:
+        # A lone member commits an entry on the tick after it is appended; without a wake-up
+        # that tick would first sleep in the poller for a whole period.
+        def wake_lone_member() -> None:
+            if not replica.otherNodes:
+                notifier.notify()
+
+        journal.on_append = wake_lone_member
+    return journal
+
+
+class _TickThread(threading.Thread):
+    """Drives pysyncobj. Ticks again at once while committed or, on a lone member, appended
+    entries wait to be applied, instead of sleeping in the poller until the next event."""
+
+    def __init__(self, replica: _Replica, journal: SyncedJournal, period: float) -> None:
+        super().__init__(name=f"raft-tick-{replica.selfNode.address}", daemon=True)
+        self._replica = replica
+        self._journal = journal
+        self._period = period
+        self._stop_event = threading.Event()
+
+    def _work_pending(self) -> bool:
+        replica = self._replica
+        commit = replica.raftCommitIndex
+        if commit > replica.raftLastApplied:
+            return True
+        return not replica.otherNodes and len(self._journal) > 0 and self._journal[-1][1] > commit
+
+    def run(self) -> None:
+        wait = self._period
+        while not self._stop_event.is_set():
+            try:
+                self._replica.doTick(wait)
+                wait = 0.0 if self._work_pending() else self._period
+            except Exception:
+                log.exception("raft tick failed; continuing")
+                time.sleep(self._period)
+        self._replica.destroy()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+@dataclass
+class _Batch:
+    """What one loop iteration collected: commands with their futures, and waiting readers."""
+
+    commands: list[Command] = field(default_factory=list)
+    futures: list[asyncio.Future[TxnResult | StoreError]] = field(default_factory=list)
+    readers: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+class RaftStore(StateMachineStore):
+    """The embedded, replicated Store. Create with ``await RaftStore.open(config)``."""
+
+    def __init__(self, config: RaftConfig, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.config = config
+        self._loop = loop
+        self._notify_pending = threading.Event()
+        self._replica = _Replica(config, self._lock, self._on_applied)
+        journal = _wrap_journal(self._replica, config)
+        self._tick = _TickThread(self._replica, journal, period=min(0.05, config.heartbeat / 2))
+        self._batch = _Batch()
+        self._flush_scheduled = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, config: RaftConfig) -> RaftStore:
+        """Check the data dir, start the member and return once its port is bound."""
+        config.validate()
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        check_data_dir(data_dir / JOURNAL_FILE, data_dir / DUMP_FILE)
+        store = cls(config, asyncio.get_running_loop())
+        store._tick.start()
+        return store
+
+    # -- state-machine access ---------------------------------------------------------------
+
+    @property
+    def _sm(self) -> KVStateMachine:
+        return self._replica.state
+
+    def _on_applied(self) -> None:
+        # Tick thread: coalesce wake-ups so a burst of entries costs one loop callback.
+        if not self._notify_pending.is_set():
+            self._notify_pending.set()
+            self._loop.call_soon_threadsafe(self._wake_watchers)
+
+    def _wake_watchers(self) -> None:
+        self._notify_pending.clear()
+        self._changed()
+
+    # -- group commit -----------------------------------------------------------------------
+
+    def _enqueue(self) -> _Batch:
+        if self._closed:
+            raise Unavailable("store is closed")
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return self._batch
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, _Batch()
+        task = self._loop.create_task(self._commit(batch), name="raftstore-commit")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Get one entry applied locally, resubmitting it until it is or time runs out."""
+        entry = pack_batch(batch.commands)
+        deadline = self._loop.time() + self.config.request_timeout
+        delay = 0.02
+        while True:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0 or self._closed:
+                error = Unavailable("no quorum answered in time; the write may or may not apply")
+                for fut in [*batch.futures, *batch.readers]:
+                    if not fut.done():
+                        fut.set_exception(error)
+                return
+            done: asyncio.Future[tuple[Any, int]] = self._loop.create_future()
+
+            def callback(result: Any, error: int, done: asyncio.Future = done) -> None:
+                self._loop.call_soon_threadsafe(_settle, done, (result, error))
+
+            self._replica.apply_batch(entry, callback=callback)
+            try:
+                results, error = await asyncio.wait_for(done, min(remaining, 2.0))
+            except asyncio.TimeoutError:
+                continue  # outcome unknown: resubmit, the request ids make it idempotent
+            if error == FAIL_REASON.SUCCESS:
+                break
+            log.debug("raft entry not applied (reason %s); retrying", error)
+            await asyncio.sleep(min(delay, max(0.0, deadline - self._loop.time())))
+            delay = min(delay * 2, 0.25)
+        if len(results) != len(batch.commands):
+            results = [InvalidRequest("log entry was damaged")] * len(batch.commands)
+        for fut, result in zip(batch.futures, results):
+            if not fut.done():
+                fut.set_result(result)
+        for fut in batch.readers:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _submit(self, command: Command) -> TxnResult | StoreError:
+        batch = self._enqueue()
+        fut: asyncio.Future[TxnResult | StoreError] = self._loop.create_future()
+        batch.commands.append(command)
+        batch.futures.append(fut)
+        return await fut
+
+    async def _barrier(self) -> None:
+        batch = self._enqueue()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        batch.readers.append(fut)
+        await fut
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        replica = self._replica
+        leader = replica._getLeader()
+        leader_addr = leader.address if leader is not None else None
+        nodes = sorted({replica.selfNode.address, *(n.address for n in replica.otherNodes)})
+        with self._lock:
+            sm = self._sm
+            revision, compact = sm.revision, sm.compact_revision
+        return Status(
+            members=tuple(Member(a, a, is_leader=a == leader_addr) for a in nodes),
+            leader=leader_addr,
+            term=replica.raftCurrentTerm,
+            applied_index=replica.raftLastApplied,
+            revision=revision,
+            compact_revision=compact,
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._replica._isLeader())
+
+    def digest(self) -> tuple[int, str]:
+        """(revision, hash) of the local replica's state, for comparing replicas."""
+        with self._lock:
+            return self._sm.revision, self._sm.digest()
+
+    async def _membership(self, change: Any, name: str) -> None:
+        done: asyncio.Future[tuple[Any, int]] = self._loop.create_future()
+
+        def callback(result: Any, error: int) -> None:
+            self._loop.call_soon_threadsafe(_settle, done, (result, error))
+
+        change(name, callback=callback)
+        try:
+            _, error = await asyncio.wait_for(done, self.config.request_timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"membership change for {name} timed out") from None
+        if error != FAIL_REASON.SUCCESS:
+            raise StoreError(f"membership change for {name} refused (pysyncobj reason {error})")
+
+    async def add_member(self, name: str, peer_url: str) -> None:
+        """Add the member listening at ``peer_url`` ("host:port"); one change at a time."""
+        await self._membership(self._replica.addNodeToCluster, peer_url)
+
+    async def remove_member(self, name: str) -> None:
+        await self._membership(self._replica.removeNodeFromCluster, name)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._tick.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._tick.join, 5.0)
+
+
+def _settle(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
