@@ -178,10 +178,10 @@ class SyncedJournal(pjournal.Journal):
 _REGULAR = 0  # pysyncobj _COMMAND_TYPE.REGULAR: entries carrying our replicated calls
 
 
-def check_journal(path: Path) -> int:
-    """Walk pysyncobj's journal format; the number of entries, or CorruptDataError."""
+def read_journal(path: Path) -> list[tuple[bytes, int, int]]:
+    """Walk pysyncobj's journal format: its (command, index, term) entries, or CorruptDataError."""
     if not path.exists():
-        return 0
+        return []
     data = path.read_bytes()
     header = pjournal.FIRST_RECORD_OFFSET
     if len(data) < header:
@@ -194,7 +194,8 @@ def check_journal(path: Path) -> int:
     (end,) = struct.unpack_from("<I", data, pjournal.LAST_RECORD_OFFSET_OFFSET)
     if end < header or end > len(data):
         raise CorruptDataError(path, f"end offset {end} lies outside the file ({len(data)} bytes)")
-    offset, count, prev_idx, prev_term = header, 0, None, 0
+    entries: list[tuple[bytes, int, int]] = []
+    offset, prev_idx, prev_term = header, None, 0
     while offset < end:
         if offset + 4 > end:
             raise CorruptDataError(path, f"record at offset {offset} is truncated")
@@ -209,11 +210,12 @@ def check_journal(path: Path) -> int:
             raise CorruptDataError(path, f"entry index {idx} follows {prev_idx}")
         if term < prev_term:
             raise CorruptDataError(path, f"entry {idx} has term {term} below {prev_term}")
-        _check_entry(path, idx, data[offset + 20 : offset + 4 + size])
+        command = data[offset + 20 : offset + 4 + size]
+        _check_entry(path, idx, command)
+        entries.append((command, idx, term))
         prev_idx, prev_term = idx, term
         offset += size + 8
-        count += 1
-    return count
+    return entries
 
 
 def _check_entry(path: Path, idx: int, command: bytes) -> None:
@@ -243,19 +245,53 @@ def check_meta(path: Path) -> None:
         raise CorruptDataError(path, "Raft term/vote file has the wrong shape")
 
 
-def check_dump(path: Path) -> None:
-    """Verify the snapshot's gzip CRC without unpickling it."""
+def read_dump_anchor(path: Path) -> tuple[tuple, tuple] | None:
+    """The two log entries a snapshot ends with, verifying its gzip CRC on the way."""
     if not path.exists():
-        return
+        return None
     try:
         with gzip.open(path, "rb") as f:
-            while f.read(1 << 20):
+            _state, last, prev, _cluster = pickle.load(f)
+            while f.read(1 << 20):  # the CRC is checked at the end of the stream
                 pass
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as exc:
         raise CorruptDataError(path, f"snapshot is truncated or corrupt ({exc})") from None
+    return tuple(prev), tuple(last)
+
+
+def _rewrite_journal(path: Path, entries: list[tuple[bytes, int, int]]) -> None:
+    """Replace the journal with ``entries`` atomically, using pysyncobj's own writer."""
+    tmp = path.with_name(path.name + ".rewrite")
+    for stale in (tmp, Path(str(tmp) + ".meta")):
+        stale.unlink(missing_ok=True)
+    journal = pjournal.FileJournal(str(tmp))
+    for entry in entries:
+        journal.add(*entry)
+    journal._destroy()  # msyncs and closes
+    Path(str(tmp) + ".meta").unlink(missing_ok=True)
+    _fsync_path(tmp)
+    os.replace(tmp, path)
+    _fsync_path(path.parent)
 
 
 def check_data_dir(journal_path: Path, dump_path: Path) -> None:
-    check_journal(journal_path)
+    """Refuse damaged files; then line the journal up with the snapshot.
+
+    pysyncobj writes a new snapshot first and trims the journal afterwards. Killed in
+    between, it restarts with a snapshot that ends in the middle of an untrimmed journal,
+    and its loader then discards the whole journal, entries after the snapshot included:
+    acknowledged writes lost when a majority dies in that window. We do the trim it missed.
+    """
+    entries = read_journal(journal_path)
     check_meta(Path(str(journal_path) + ".meta"))
-    check_dump(dump_path)
+    anchor = read_dump_anchor(dump_path)
+    if anchor is None or len(entries) < 2:
+        return
+    prev, last = anchor
+    if (entries[0], entries[1]) == (prev, last):
+        return
+    for i in range(len(entries) - 1):
+        if entries[i] == prev and entries[i + 1] == last:
+            log.warning("%s: trimming %d entries already in %s", journal_path, i, dump_path)
+            _rewrite_journal(journal_path, entries[i:])
+            return
