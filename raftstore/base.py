@@ -14,7 +14,7 @@ import abc
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from raftstore.commands import Command, compact_command, txn_command
 from raftstore.statemachine import KVStateMachine
@@ -106,7 +106,7 @@ class StateMachineStore(Store):
 
     async def watch(
         self, prefix: str, *, start_revision: int = 0, progress_interval: float = 5.0
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         wake = asyncio.Event()
         self._watchers.add(wake)
         try:

@@ -82,6 +82,7 @@ class RaftCluster:
         election_timeout: tuple[float, float] = (0.5, 1.0),
         base_dir: str | None = None,
         start_timeout: float = 30.0,
+        progress_notify_interval: float | None = None,
     ) -> None:
         self.size = size
         self.secret = secret or secrets.token_hex(16)
@@ -90,6 +91,7 @@ class RaftCluster:
         self.election_timeout = election_timeout
         self._base_dir = base_dir
         self._start_timeout = start_timeout
+        self._progress_notify_interval = progress_notify_interval
         self._root: str | None = None
         self._members: list[_Member] = []
         self._in_process: set[int] = set()
@@ -153,7 +155,10 @@ class RaftCluster:
             "--fsync", self.fsync.value,
             "--heartbeat", str(self.heartbeat),
             "--election-timeout", *(str(t) for t in self.election_timeout),
-        ]  # fmt: skip
+        ] + (
+            ["--watch-progress-notify-interval", str(self._progress_notify_interval)]
+            if self._progress_notify_interval is not None else []
+        )  # fmt: skip
 
     def _spawn(self, m: _Member, *, secret_file: str | None = None) -> None:
         m.log_file = open(m.log_path, "ab")

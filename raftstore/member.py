@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, default=0.1, help="seconds (default %(default)s)")
     p.add_argument("--election-timeout", type=float, nargs=2, default=(0.5, 1.0),
                    metavar=("MIN", "MAX"), help="seconds (default 0.5 1.0)")
+    p.add_argument("--watch-progress-notify-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often idle watches that ask for it hear progress (etcd's "
+                   "--experimental-watch-progress-notify-interval; default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -89,6 +92,7 @@ async def serve(args: argparse.Namespace) -> None:
         cluster_id=member_id_of(cluster),
         member_id=member_id_of(args.listen_peer),
         member_name=args.listen_peer,
+        progress_interval=args.watch_progress_notify_interval,
     )
 
     async def digest(_request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 
@@ -41,7 +41,10 @@ class FutureRevision(StoreError):
 class Unavailable(StoreError):
     """No quorum or no leader answered in time; a write's outcome is unknown.
 
-    Writes are safe to retry through the same Store: a retried request is applied at most once.
+    Backends retry what they can prove idempotent before raising this (RaftStore resubmits with
+    request ids the state machine deduplicates). After it, the caller does not know whether the
+    write happened: retry with a compare on mod_revision, and treat a failed ``Compare.absent``
+    create as "look again", as Kubernetes' registry does.
     """
 
 
@@ -243,7 +246,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def watch(
         self, prefix: str, *, start_revision: int = 0, progress_interval: float = 5.0
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events on keys under ``prefix`` from ``start_revision`` (0: from now on).
 
         Raises ``Compacted`` (on the first iteration) if ``start_revision`` is older than the
