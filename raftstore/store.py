@@ -220,7 +220,8 @@ class Store(abc.ABC):
     ) -> RangeResult:
         """Keys starting with ``prefix`` in key order, at most ``limit`` (0: all).
 
-        ``continue_key`` resumes a previous page (pass the result's ``continue_key``);
+        ``continue_key`` is the inclusive key to start from: pass the previous page's
+        ``continue_key`` (its last key + "\\x00") to resume;
         ``revision`` reads the state as of that revision (0: current). ``count`` is the number
         of keys in the whole range, not only this page.
         """

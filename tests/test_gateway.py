@@ -14,7 +14,7 @@ import json
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,7 +140,7 @@ class RecordingStore(Store):
 
     async def watch(
         self, prefix: str, *, start_revision: int = 0, progress_interval: float = 5.0
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         self._enter("watch")
         self.open_watches += 1
         try:

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -84,25 +84,30 @@ async def open_memory(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
 # -- etcd ------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def open_etcd(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    from raftstore.etcd import EtcdStore
+def _etcd_api_opener(cluster_fixture: str) -> OpenStore:
+    """Open an EtcdStore on the endpoints of a session cluster (real etcd, or raft members)."""
 
-    cluster = request.getfixturevalue("etcd_cluster")
-    store = EtcdStore(cluster.endpoints, timeout=5.0)
-    try:
-        yield store
-    finally:
-        await store.close()
+    @asynccontextmanager
+    async def open_api(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+        from raftstore.etcd import EtcdStore
+
+        cluster = request.getfixturevalue(cluster_fixture)
+        store = EtcdStore(cluster.endpoints, timeout=5.0)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    return open_api
 
 
-class _EtcdMembers:
-    """MemberControl over an EtcdCluster; its blocking calls run in a thread."""
+open_etcd = _etcd_api_opener("etcd_cluster")
 
-    def __init__(self, cluster: object) -> None:
-        from raftstore.localetcd import EtcdCluster
 
-        assert isinstance(cluster, EtcdCluster)
+class _ClusterMembers:
+    """MemberControl over an EtcdCluster or RaftCluster; blocking calls run in a thread."""
+
+    def __init__(self, cluster: Any) -> None:
         self._cluster = cluster
         self.size = cluster.size
 
@@ -111,13 +116,17 @@ class _EtcdMembers:
 
     async def restart(self, i: int) -> None:
         await asyncio.to_thread(self._cluster.restart, i)
+        wait_leader = getattr(self._cluster, "wait_leader", None)
+        if wait_leader is not None:  # RaftCluster.restart returns before the member is up
+            await asyncio.to_thread(wait_leader)
 
     async def leader_index(self) -> int | None:
-        return await asyncio.to_thread(self._cluster.leader_index)
+        result: int | None = await asyncio.to_thread(self._cluster.leader_index)
+        return result
 
 
 def etcd_members(request: pytest.FixtureRequest) -> MemberControl:
-    return _EtcdMembers(request.getfixturevalue("etcd_cluster"))
+    return _ClusterMembers(request.getfixturevalue("etcd_cluster"))
 
 
 @pytest.fixture(scope="session")
@@ -191,41 +200,11 @@ def raft_cluster() -> Iterator[object]:
         yield cluster
 
 
-@asynccontextmanager
-async def open_gateway(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    from raftstore.etcd import EtcdStore
-
-    cluster = request.getfixturevalue("raft_cluster")
-    store = EtcdStore(cluster.endpoints, timeout=5.0)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-class _RaftMembers:
-    """MemberControl over a RaftCluster of member processes."""
-
-    def __init__(self, cluster: object) -> None:
-        from raftstore.localraft import RaftCluster
-
-        assert isinstance(cluster, RaftCluster)
-        self._cluster = cluster
-        self.size = cluster.size
-
-    async def kill(self, i: int) -> None:
-        await asyncio.to_thread(self._cluster.kill, i)
-
-    async def restart(self, i: int) -> None:
-        await asyncio.to_thread(self._cluster.restart, i)
-        await asyncio.to_thread(self._cluster.wait_leader)
-
-    async def leader_index(self) -> int | None:
-        return await asyncio.to_thread(self._cluster.leader_index)
+open_gateway = _etcd_api_opener("raft_cluster")
 
 
 def raft_members(request: pytest.FixtureRequest) -> MemberControl:
-    return _RaftMembers(request.getfixturevalue("raft_cluster"))
+    return _ClusterMembers(request.getfixturevalue("raft_cluster"))
 
 
 # -- the registry ----------------------------------------------------------------------------
