@@ -110,11 +110,15 @@ class RaftCluster:
         ]
         with open(self.secret_file, "w") as f:
             f.write(self.secret)
-        for m in self._members:
-            if m.index not in self._in_process:
-                self._spawn(m)
-        if not self._in_process:
-            self.wait_leader()
+        try:
+            for m in self._members:
+                if m.index not in self._in_process:
+                    self._spawn(m)
+            if not self._in_process:
+                self.wait_leader()
+        except BaseException:
+            self.stop()  # __exit__ does not run when __enter__ raises
+            raise
         return self
 
     def member_config(self, i: int) -> RaftConfig:

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 JOURNAL_FILE = "raft.journal"
 DUMP_FILE = "raft.dump"
 MIN_SECRET_LENGTH = 16
+# One log entry carries at most this much: pysyncobj re-copies a follower's receive backlog on
+# every read, so a few very large entries can leave a follower behind for good.
+MAX_BATCH_COMMANDS = 128
+MAX_BATCH_BYTES = 64 * 1024
 
 
 class ConfigError(ValueError):
@@ -186,6 +190,13 @@ class _Batch:
     commands: list[Command] = field(default_factory=list)
     futures: list[asyncio.Future[TxnResult | StoreError]] = field(default_factory=list)
     readers: list[asyncio.Future[None]] = field(default_factory=list)
+    size: int = 0  # approximate encoded bytes
+
+
+def _command_size(command: Command) -> int:
+    if command[0] != "txn":
+        return 16
+    return 64 + sum(len(op[1]) + (len(op[2]) if op[0] == "put" else 0) for op in command[3])
 
 
 class RaftStore(StateMachineStore):
@@ -244,6 +255,8 @@ class RaftStore(StateMachineStore):
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._batch = self._batch, _Batch()
+        if not batch.commands and not batch.readers:
+            return
         task = self._loop.create_task(self._commit(batch), name="raftstore-commit")
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -290,6 +303,9 @@ class RaftStore(StateMachineStore):
         fut: asyncio.Future[TxnResult | StoreError] = self._loop.create_future()
         batch.commands.append(command)
         batch.futures.append(fut)
+        batch.size += _command_size(command)
+        if len(batch.commands) >= MAX_BATCH_COMMANDS or batch.size >= MAX_BATCH_BYTES:
+            self._flush()  # big entries make followers fall behind; ship this one now
         return await fut
 
     async def _barrier(self) -> None:
