@@ -21,7 +21,11 @@ the tick thread, every wait bounded, idempotent retries, journal plus dump, pass
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -148,6 +152,30 @@ def _wrap_journal(replica: _Replica, config: RaftConfig) -> SyncedJournal:
 
         journal.on_append = wake_lone_member
     return journal
+
+
+def _die_with_parent() -> None:
+    """In a forked child (pysyncobj's snapshot writer): die when the member dies.
+
+    A snapshot child orphaned by a killed member would otherwise finish later and replace
+    raft.dump under the restarted member, whose loader then drops the journal's tail.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != _forking_pid[0]:
+        os._exit(1)  # the parent died before prctl took effect
+
+
+_PR_SET_PDEATHSIG = 1
+_forking_pid = [0]
+if sys.platform.startswith("linux"):
+    os.register_at_fork(
+        before=lambda: _forking_pid.__setitem__(0, os.getpid()),
+        after_in_child=_die_with_parent,
+    )
 
 
 class _TickThread(threading.Thread):
