@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from raftstore.commands import txn_command
 from raftstore.store import (
     Compacted,
     Compare,
@@ -128,7 +129,6 @@ ERR_WATCH_DUPLICATE_ID: Final = "mvcc: duplicate watch ID provided on the WatchS
 NOT_SUPPORTED: Final = "not supported by this server"
 
 MAX_REQUEST_BYTES: Final = 3 * 1024 * 1024  # request bodies above this get 413
-MAX_TXN_OPS: Final = 128  # etcd's --max-txn-ops default
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 ETCD_API_VERSION: Final = "3.4.0"  # reported by /v3/maintenance/status
@@ -410,14 +410,6 @@ class KeyRange:
         return key.startswith(self.key) and (self.start is None or key >= self.start)
 
 
-def prefix_end_bytes(prefix: bytes) -> bytes:
-    """etcd's range_end for ``prefix``: the prefix with its last non-0xFF byte incremented."""
-    for i in range(len(prefix) - 1, -1, -1):
-        if prefix[i] < 0xFF:
-            return prefix[:i] + bytes([prefix[i] + 1])
-    return b""
-
-
 def key_text(raw: bytes, where: str) -> str:
     """A key as the Store's str; the Store interface has no room for non-UTF-8 keys."""
     try:
@@ -636,31 +628,26 @@ def decode_txn_op(m: Message) -> TxnOp:
     raise invalid(ERR_KEY_NOT_FOUND)  # what etcd answers for an empty op
 
 
-def _check_branch(ops: Sequence[TxnOp]) -> None:
-    """etcd's checkIntervals: a branch may not write a key twice (put+put or put+delete)."""
-    puts = [op.op.key for op in ops if isinstance(op.op, Put)]
-    if len(set(puts)) != len(puts):
-        raise invalid(ERR_DUPLICATE_KEY)
-    deletes = [KeyRange(op.op.key, op.op.prefix) for op in ops if isinstance(op.op, Delete)]
-    if any(d.contains(key) for d in deletes for key in puts):
-        raise invalid(ERR_DUPLICATE_KEY)
-
-
 def decode_txn(m: Message) -> TxnRequest:
     compares, success, failure = (
         m.get_messages("compare"),
         m.get_messages("success"),
         m.get_messages("failure"),
     )
-    if max(len(compares), len(success), len(failure)) > MAX_TXN_OPS:
-        raise invalid(ERR_TOO_MANY_OPS)
     request = TxnRequest(
         compares=tuple(decode_compare(c) for c in compares),
         success=tuple(decode_txn_op(op) for op in success),
         failure=tuple(decode_txn_op(op) for op in failure),
     )
-    _check_branch(request.success)
-    _check_branch(request.failure)
+    try:  # the log's own checks (duplicate keys in a branch, sizes), before the store sees it
+        txn_command(
+            None,
+            request.compares,
+            [op.op for op in request.success],
+            [op.op for op in request.failure],
+        )
+    except InvalidRequest as exc:
+        raise invalid(f"etcdserver: {exc}") from None
     return request
 
 

@@ -19,37 +19,27 @@ disk.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
-import weakref
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+
+from raftstore.localprocess import LOOPBACK, MemberProcess, free_ports, post_json, track, untrack
 
 log = logging.getLogger(__name__)
 
 ETCD_BINARY_ENV = "CORRAL_ETCD_BINARY"
 DEFAULT_ETCD_BINARY = "/usr/bin/etcd"
-LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 HEALTH_POLL_S = 0.05
 HTTP_PROBE_TIMEOUT_S = 1.0
 PORT_CLASH_RETRIES = 3
-
-# Clusters still running at interpreter exit are killed, so a crashed test run leaves no etcd.
-_live_clusters: weakref.WeakSet[EtcdCluster] = weakref.WeakSet()
-
 
 class EtcdNotFound(RuntimeError):
     """The etcd binary is not installed where we looked."""
@@ -77,60 +67,13 @@ def find_etcd_binary(binary: str | None = None) -> str:
     )
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports that were free a moment ago (etcd binds them next)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _post_json(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        result: dict[str, Any] = json.loads(response.read())
-        return result
-
-
 @dataclass
-class _Member:
-    name: str
-    client_port: int
-    peer_port: int
-    data_dir: str
-    log_path: str
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.client_port}"
+class _Member(MemberProcess):
+    peer_port: int = 0
 
     @property
     def peer_url(self) -> str:
         return f"http://{LOOPBACK}:{self.peer_port}"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The log's first and last lines: etcd states bad flags first, fatal errors last."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                text = f.readlines()
-        except OSError:
-            return "(no log)"
-        if len(text) <= lines + 3:
-            return "".join(text)
-        return "".join([*text[:3], "...\n", *text[-lines:]])
 
 
 class EtcdCluster:
@@ -175,7 +118,7 @@ class EtcdCluster:
         if self._members:
             raise RuntimeError("this EtcdCluster is already started")
         self._root = tempfile.mkdtemp(prefix="corral-etcd-", dir=self._base_dir)
-        _live_clusters.add(self)
+        track(self)
         try:
             self._start_members()
         except BaseException:
@@ -206,7 +149,7 @@ class EtcdCluster:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
         self._members = []
-        _live_clusters.discard(self)
+        untrack(self)
 
     @property
     def endpoints(self) -> list[str]:
@@ -225,10 +168,7 @@ class EtcdCluster:
 
     def kill(self, i: int) -> None:
         """SIGKILL member ``i`` (no clean shutdown: what a crash or power loss looks like)."""
-        member = self._members[i]
-        if member.process is not None and member.process.poll() is None:
-            member.process.send_signal(signal.SIGKILL)
-            member.process.wait()
+        self._members[i].kill()
 
     def restart(self, i: int) -> None:
         """Start member ``i`` again on its data dir (killing it first if it still runs)."""
@@ -247,7 +187,7 @@ class EtcdCluster:
             if not member.running:
                 continue
             try:
-                status = _post_json(
+                status = post_json(
                     member.client_url + "/v3/maintenance/status", {}, HTTP_PROBE_TIMEOUT_S
                 )
             except (OSError, ValueError):
@@ -288,7 +228,7 @@ class EtcdCluster:
 
     def _plan_members(self, attempt: int) -> list[_Member]:
         assert self._root is not None
-        ports = _free_ports(2 * self.size)
+        ports = free_ports(2 * self.size)
         members = []
         for i in range(self.size):
             data_dir = os.path.join(self._root, f"attempt{attempt}", f"m{i}")
@@ -299,7 +239,6 @@ class EtcdCluster:
                     client_port=ports[2 * i],
                     peer_port=ports[2 * i + 1],
                     data_dir=data_dir,
-                    log_path=data_dir + ".log",
                 )
             )
         return members
@@ -332,15 +271,8 @@ class EtcdCluster:
 
     def _spawn(self, member: _Member) -> None:
         # On restart etcd ignores the --initial-* flags because the data dir already exists.
-        # The child keeps its own copy of the log's file descriptor; ours closes at once.
-        with open(member.log_path, "ab") as log_file:
-            member.process = subprocess.Popen(
-                self._command(member),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        log.debug("started etcd %s (pid %d)", member.name, member.process.pid)
+        member.spawn(self._command(member))
+        log.debug("started etcd %s", member.name)
 
     def _wait_healthy(self, indices: range | list[int]) -> None:
         deadline = time.monotonic() + self._start_timeout
@@ -381,9 +313,3 @@ class EtcdCluster:
     def _kill_all(self) -> None:
         for i in range(len(self._members)):
             self.kill(i)
-
-
-@atexit.register
-def _kill_leftover_clusters() -> None:
-    for cluster in list(_live_clusters):
-        cluster.stop()

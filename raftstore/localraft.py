@@ -11,31 +11,26 @@ and ``resume`` (SIGSTOP/SIGCONT). ``stop`` kills everything and removes the data
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from raftstore.durability import FsyncPolicy
-from raftstore.localetcd import LOOPBACK, _free_ports, _post_json
 from raftstore.gateway import member_id_of
+from raftstore.localprocess import LOOPBACK, MemberProcess, free_ports, post_json, track, untrack
 from raftstore.raft import RaftConfig
 
 log = logging.getLogger(__name__)
-
-_live: weakref.WeakSet[RaftCluster] = weakref.WeakSet()
 
 
 class RaftClusterError(RuntimeError):
@@ -43,32 +38,9 @@ class RaftClusterError(RuntimeError):
 
 
 @dataclass
-class _Member:
-    index: int
-    peer: str
-    client_port: int
-    data_dir: str
-    process: subprocess.Popen[bytes] | None = None
-    log_file: Any = field(default=None, repr=False)
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.client_port}"
-
-    @property
-    def log_path(self) -> str:
-        return self.data_dir + ".log"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return "(no log)"
+class _Member(MemberProcess):
+    index: int = 0
+    peer: str = ""  # host:port of Raft traffic
 
 
 class RaftCluster:
@@ -101,11 +73,11 @@ class RaftCluster:
         with ``RaftStore.open(cluster.member_config(i))`` and must do so before waiting."""
         self._in_process = set(in_process)
         self._root = tempfile.mkdtemp(prefix="corral-raft-", dir=self._base_dir)
-        _live.add(self)
-        ports = _free_ports(2 * self.size)
+        track(self)
+        ports = free_ports(2 * self.size)
         self._members = [
-            _Member(i, f"{LOOPBACK}:{ports[2 * i]}", ports[2 * i + 1],
-                    os.path.join(self._root, f"m{i}"))
+            _Member(name=f"m{i}", data_dir=os.path.join(self._root, f"m{i}"),
+                    client_port=ports[2 * i + 1], index=i, peer=f"{LOOPBACK}:{ports[2 * i]}")
             for i in range(self.size)
         ]
         with open(self.secret_file, "w") as f:
@@ -113,7 +85,7 @@ class RaftCluster:
         try:
             for m in self._members:
                 if m.index not in self._in_process:
-                    self._spawn(m)
+                    m.spawn(self.command(m.index))
             if not self._in_process:
                 self.wait_leader()
         except BaseException:
@@ -164,39 +136,21 @@ class RaftCluster:
             if self._progress_notify_interval is not None else []
         )  # fmt: skip
 
-    def _spawn(self, m: _Member, *, secret_file: str | None = None) -> None:
-        m.log_file = open(m.log_path, "ab")
-        m.process = subprocess.Popen(
-            self.command(m.index, secret_file=secret_file),
-            stdin=subprocess.DEVNULL, stdout=m.log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
     # -- faults -------------------------------------------------------------------------------
 
     def kill(self, i: int) -> None:
-        m = self._members[i]
-        if m.running:
-            assert m.process is not None
-            m.process.send_signal(signal.SIGCONT)  # a paused member dies too
-            m.process.kill()
-            m.process.wait()
-        if m.log_file is not None:
-            m.log_file.close()
-            m.log_file = None
+        self._members[i].kill()
 
     def restart(self, i: int, *, secret_file: str | None = None) -> None:
+        """Start member ``i`` again on its data dir; returns before it has joined."""
         self.kill(i)
-        self._spawn(self._members[i], secret_file=secret_file)
+        self._members[i].spawn(self.command(i, secret_file=secret_file))
 
     def pause(self, i: int) -> None:
-        proc = self._members[i].process
-        if proc is not None:
-            proc.send_signal(signal.SIGSTOP)
+        self._members[i].signal(signal.SIGSTOP)
 
     def resume(self, i: int) -> None:
-        proc = self._members[i].process
-        if proc is not None:
-            proc.send_signal(signal.SIGCONT)
+        self._members[i].signal(signal.SIGCONT)
 
     def is_running(self, i: int) -> bool:
         return self._members[i].running
@@ -212,7 +166,7 @@ class RaftCluster:
         if not m.running:
             return None
         try:
-            return _post_json(m.client_url + "/v3/maintenance/status", {}, timeout)
+            return post_json(m.client_url + "/v3/maintenance/status", {}, timeout)
         except (OSError, ValueError):
             return None
 
@@ -263,16 +217,10 @@ class RaftCluster:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
         self._members = []
-        _live.discard(self)
+        untrack(self)
 
     def __enter__(self) -> RaftCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for cluster in list(_live):
-        cluster.stop()

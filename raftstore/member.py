@@ -22,7 +22,7 @@ from aiohttp import web
 
 from raftstore.durability import CorruptDataError, FsyncPolicy
 from raftstore.gateway import make_app, member_id_of
-from raftstore.raft import ConfigError, RaftConfig, RaftStore
+from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ def _read_secret(args: argparse.Namespace) -> str:
     return os.environ.get(SECRET_ENV, "")
 
 
-def _split_hostport(value: str, flag: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"{flag} must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
 async def serve(args: argparse.Namespace) -> None:
     peers = [p for p in args.peers.split(",") if p]
     config = RaftConfig(
@@ -84,7 +77,7 @@ async def serve(args: argparse.Namespace) -> None:
         heartbeat=args.heartbeat,
         election_timeout=tuple(args.election_timeout),
     )
-    host, port = _split_hostport(args.listen_client, "--listen-client")
+    host, port = split_hostport(args.listen_client, "--listen-client")
     store = await RaftStore.open(config)
     cluster = ",".join(sorted([args.listen_peer, *peers]))
     app = make_app(

@@ -56,6 +56,14 @@ class ConfigError(ValueError):
     """A RaftConfig that can't work; the message says which setting and why."""
 
 
+def split_hostport(value: str, what: str) -> tuple[str, int]:
+    """("host", port) from "host:port" (IPv6 hosts in brackets), or ConfigError naming ``what``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True)
 class RaftConfig:
     """One member's settings. ``address`` and ``peers`` are "host:port" of Raft peer traffic."""
@@ -78,9 +86,7 @@ class RaftConfig:
                 "without it any host that reaches the peer port could join or run commands"
             )
         for addr in (self.address, *self.peers):
-            host, sep, port = addr.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"peer address {addr!r} is not host:port")
+            split_hostport(addr, "peer address")
         low, high = self.election_timeout
         if not 0 < low < high:
             raise ConfigError("election_timeout must be (low, high) with 0 < low < high")
@@ -154,30 +160,6 @@ def _wrap_journal(replica: _Replica, config: RaftConfig) -> SyncedJournal:
     return journal
 
 
-def _die_with_parent() -> None:
-    """In a forked child (pysyncobj's snapshot writer): die when the member dies.
-
-    A snapshot child orphaned by a killed member would otherwise finish later and replace
-    raft.dump under the restarted member, whose loader then drops the journal's tail.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != _forking_pid[0]:
-        os._exit(1)  # the parent died before prctl took effect
-
-
-_PR_SET_PDEATHSIG = 1
-_forking_pid = [0]
-if sys.platform.startswith("linux"):
-    os.register_at_fork(
-        before=lambda: _forking_pid.__setitem__(0, os.getpid()),
-        after_in_child=_die_with_parent,
-    )
-
-
 class _TickThread(threading.Thread):
     """Drives pysyncobj. Ticks again at once while committed or, on a lone member, appended
     entries wait to be applied, instead of sleeping in the poller until the next event."""
@@ -209,6 +191,36 @@ class _TickThread(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+def _note_tick_fork() -> None:
+    if isinstance(threading.current_thread(), _TickThread):
+        _forking_pid[0] = os.getpid()
+
+
+def _snapshot_child_dies_with_member() -> None:
+    """In a child forked by a tick thread (pysyncobj's snapshot writer): die with the member.
+
+    A snapshot child orphaned by a killed member would otherwise finish later and replace
+    raft.dump under the restarted member, whose loader then drops the journal's tail. The
+    signal follows the forking thread, so closing the store also stops a snapshot in flight:
+    raft.dump stays as it was. Forks from other threads of the process are left alone.
+    """
+    if not isinstance(threading.current_thread(), _TickThread):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != _forking_pid[0]:
+        os._exit(1)  # the member died before prctl took effect
+
+
+_PR_SET_PDEATHSIG = 1
+_forking_pid = [0]
+if sys.platform.startswith("linux"):
+    os.register_at_fork(before=_note_tick_fork, after_in_child=_snapshot_child_dies_with_member)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -68,7 +68,7 @@ class Writers:
         await asyncio.gather(*self._tasks)
 
 
-async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -94,7 +94,6 @@ async def converged(cluster: RaftCluster, timeout: float = 20.0) -> None:
             return False
         return len(digests) == 1
 
-    await asyncio.to_thread(lambda: None)
     await wait_for(same, timeout, "all replicas to reach the same state")
 
 

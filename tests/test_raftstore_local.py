@@ -4,28 +4,23 @@ and keeping malformed log entries away from the state machine."""
 from __future__ import annotations
 
 import asyncio
-import socket
+import os
 from pathlib import Path
 
 import pytest
 
 from raftstore.commands import pack_batch, unpack_batch
 from raftstore.durability import CorruptDataError
+from raftstore.localprocess import free_ports
 from raftstore.raft import DUMP_FILE, JOURNAL_FILE, ConfigError, RaftConfig, RaftStore
 from raftstore.store import InvalidRequest
 
 SECRET = "test-secret-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def config(data_dir: Path, *, address: str | None = None, peers: list[str] | None = None,
            secret: str = SECRET, **kw: object) -> RaftConfig:
-    address = address or f"127.0.0.1:{free_port()}"
+    address = address or f"127.0.0.1:{free_ports(1)[0]}"
     return RaftConfig(address, peers or [], data_dir, secret=secret, **kw)  # type: ignore[arg-type]
 
 
@@ -157,7 +152,7 @@ async def test_malformed_entry_in_the_log_changes_nothing(tmp_path: Path) -> Non
 
 
 async def test_member_with_wrong_secret_is_refused(tmp_path: Path) -> None:
-    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
     stores = [
         await RaftStore.open(config(tmp_path / f"m{i}", address=a, peers=addrs,
                                     secret=SECRET if i < 2 else "wrong-secret-9876543210"))
@@ -181,7 +176,7 @@ async def test_member_with_wrong_secret_is_refused(tmp_path: Path) -> None:
 async def test_linearizable_read_on_follower_sees_write_through_other_member(
     tmp_path: Path,
 ) -> None:
-    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
     stores = [await RaftStore.open(config(tmp_path / f"m{i}", address=a, peers=addrs))
               for i, a in enumerate(addrs)]
     try:
@@ -224,3 +219,58 @@ async def test_snapshot_written_but_journal_not_trimmed_loses_nothing(
         assert again.digest() == before
     finally:
         await again.close()
+
+
+_FORKING_MEMBER = """
+import os, sys, threading, time
+import raftstore.raft as raft
+
+def fork_sleeper():
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    print(pid, flush=True)
+
+class SnapshottingTick(raft._TickThread):
+    def __init__(self):
+        threading.Thread.__init__(self)
+
+    def run(self):
+        fork_sleeper()
+
+thread = SnapshottingTick() if sys.argv[1] == "tick" else threading.Thread(target=fork_sleeper)
+thread.start()
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("forker, dies", [("tick", True), ("other", False)])
+def test_snapshot_child_dies_with_its_member(forker: str, dies: bool) -> None:
+    """A tick thread's fork (pysyncobj's snapshot writer) must not outlive a killed member;
+    forks from other threads are not ours to change."""
+    import subprocess
+    import sys
+    import time
+
+    member = subprocess.Popen([sys.executable, "-c", _FORKING_MEMBER, forker],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(member.stdout.readline())  # type: ignore[union-attr]
+    try:
+        member.kill()
+        member.wait()
+        deadline = time.monotonic() + 3
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive(child) is not dies
+    finally:
+        if _alive(child):
+            os.kill(child, 9)

@@ -30,11 +30,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from raftstore.store import Store
+
+if TYPE_CHECKING:
+    from raftstore.raft import RaftStore
 
 REQUIRE_ALL_ENV = "CORRAL_REQUIRE_PRIVILEGED"
 ETCD_MEMBERS = 3
@@ -151,27 +155,21 @@ def etcd_cluster() -> Iterator[object]:
 # -- raft: in-process members, and member processes behind the etcd v3 JSON gateway -------------
 
 
-async def _open_raft_members(tmp_path: object, size: int) -> list[Store]:
-    import socket
-
+async def _open_raft_members(tmp_path: Path, size: int) -> list[RaftStore]:
+    from raftstore.localprocess import LOOPBACK, free_ports
     from raftstore.raft import RaftConfig, RaftStore
 
-    def port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-    addrs = [f"127.0.0.1:{port()}" for _ in range(size)]
+    addrs = [f"{LOOPBACK}:{p}" for p in free_ports(size)]
     stores = [
         await RaftStore.open(
-            RaftConfig(a, addrs, tmp_path / f"m{i}", secret="conformance-secret-0123",  # type: ignore[operator]
+            RaftConfig(a, addrs, tmp_path / f"m{i}", secret="conformance-secret-0123",
                        heartbeat=0.05, election_timeout=(0.3, 0.6))
         )
         for i, a in enumerate(addrs)
     ]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while not any(s.is_leader for s in stores):  # type: ignore[attr-defined]
+    while not any(s.is_leader for s in stores):
         assert loop.time() < deadline, "raft members elected no leader"
         await asyncio.sleep(0.02)
     return stores
@@ -183,7 +181,7 @@ def _raft_opener(size: int) -> OpenStore:
         stores = await _open_raft_members(request.getfixturevalue("tmp_path"), size)
         try:
             # Talk to a follower when there is one: its writes and reads go through the leader.
-            yield next((s for s in stores if not s.is_leader), stores[0])  # type: ignore[attr-defined]
+            yield next((s for s in stores if not s.is_leader), stores[0])
         finally:
             for s in stores:
                 await s.close()
