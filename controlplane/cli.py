@@ -7,12 +7,17 @@ import sys
 USAGE = """usage: corral <command> [args]
 
 commands:
+  controller     run one controller: store member + Kubernetes API (corral controller --help)
   store serve    run one member of the replicated store (see: corral store serve --help)
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["controller"]:
+        from controlplane.controller import main as controller
+
+        return controller(args[1:])
     if args[:2] == ["store", "serve"]:
         from raftstore.member import main as serve
 

@@ -29,19 +29,13 @@ log = logging.getLogger(__name__)
 SECRET_ENV = "CORRAL_CLUSTER_SECRET"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="corral store serve",
-        description="Run one member of Corral's replicated store (Raft) with an etcd v3 "
-        "JSON endpoint for clients.",
-    )
-    p.add_argument("--listen-peer", required=True, metavar="HOST:PORT",
+def add_raft_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The flags of one Raft member, shared by ``corral store serve`` and ``corral controller``."""
+    p.add_argument("--listen-peer", required=required, metavar="HOST:PORT",
                    help="address for Raft traffic between members")
     p.add_argument("--peers", default="", metavar="HOST:PORT,...",
                    help="the other members' peer addresses (empty: a one-member store)")
-    p.add_argument("--listen-client", default="127.0.0.1:2379", metavar="HOST:PORT",
-                   help="address of the etcd v3 JSON endpoint (default %(default)s)")
-    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--data-dir", required=required, type=Path)
     p.add_argument("--secret-file", type=Path,
                    help=f"file holding the cluster secret (else ${SECRET_ENV})")
     p.add_argument("--fsync", choices=[f.value for f in FsyncPolicy],
@@ -50,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=float, default=0.1, help="seconds (default %(default)s)")
     p.add_argument("--election-timeout", type=float, nargs=2, default=(0.5, 1.0),
                    metavar=("MIN", "MAX"), help="seconds (default 0.5 1.0)")
-    p.add_argument("--watch-progress-notify-interval", type=float, default=5.0, metavar="SECONDS",
-                   help="how often idle watches that ask for it hear progress (etcd's "
-                   "--experimental-watch-progress-notify-interval; default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
-    return p
 
 
 def _read_secret(args: argparse.Namespace) -> str:
@@ -66,17 +56,37 @@ def _read_secret(args: argparse.Namespace) -> str:
     return os.environ.get(SECRET_ENV, "")
 
 
-async def serve(args: argparse.Namespace) -> None:
-    peers = [p for p in args.peers.split(",") if p]
-    config = RaftConfig(
+def raft_config(args: argparse.Namespace) -> RaftConfig:
+    """The RaftConfig the flags of ``add_raft_arguments`` describe."""
+    return RaftConfig(
         address=args.listen_peer,
-        peers=peers,
+        peers=[p for p in args.peers.split(",") if p],
         data_dir=args.data_dir,
         secret=_read_secret(args),
         fsync=FsyncPolicy(args.fsync),
         heartbeat=args.heartbeat,
         election_timeout=tuple(args.election_timeout),
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="corral store serve",
+        description="Run one member of Corral's replicated store (Raft) with an etcd v3 "
+        "JSON endpoint for clients.",
+    )
+    add_raft_arguments(p)
+    p.add_argument("--listen-client", default="127.0.0.1:2379", metavar="HOST:PORT",
+                   help="address of the etcd v3 JSON endpoint (default %(default)s)")
+    p.add_argument("--watch-progress-notify-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often idle watches that ask for it hear progress (etcd's "
+                   "--experimental-watch-progress-notify-interval; default %(default)s)")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = raft_config(args)
+    peers = config.peers
     host, port = split_hostport(args.listen_client, "--listen-client")
     store = await RaftStore.open(config)
     cluster = ",".join(sorted([args.listen_peer, *peers]))

@@ -1,0 +1,410 @@
+"""The REST handlers: one path for every kind, from URL to registry call to response.
+
+``ResourceHandler.handle`` parses the target (``requests.parse_target``), decides the verb from
+the method and URL, authorizes it, runs it through the ``Registry`` and encodes the answer
+(JSON, YAML, a Table, or PartialObjectMetadata). Subresources with their own shape (scale,
+binding, eviction, log) are small adapters over the same registry calls. Watches stream
+newline-delimited JSON events until the client leaves, the timeout passes or history runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from ..auth.authn import User
+from ..auth.authz import RequestAttributes, authorize, needs_existing
+from . import errors, requests, table
+from .metrics import ApiMetrics
+from .registry import PODS, ListOptions, Registry, WriteOptions, decode, json_copy
+from .requests import Output, Target
+from .resources import ResourceType, lookup
+from .selectors import parse_field_selector, selector_to_string
+from .strategy import Obj
+
+log = logging.getLogger(__name__)
+
+#: Kubernetes' default watch timeout is --min-request-timeout (1800 s) times [1, 2).
+MIN_REQUEST_TIMEOUT = 1800
+NODES = lookup("", "v1", "nodes")
+#: Per-request state the middlewares and handlers share.
+USER = web.RequestKey("user", User)
+VERB = web.RequestKey("verb", str)
+TARGET = web.RequestKey("target", Target)
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def status_success(rt: ResourceType, obj: Obj) -> Obj:
+    meta = obj.get("metadata") or {}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": meta.get("name", ""), "group": rt.group, "kind": rt.plural,
+                        "uid": meta.get("uid", "")}}
+
+
+class ResourceHandler:
+    def __init__(self, registry: Registry, metrics: ApiMetrics,
+                 clock: Callable[[], datetime]) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        target = requests.parse_target(request.path)
+        if target is None:
+            raise errors.ApiError(404, "NotFound",
+                                  "the server could not find the requested resource")
+        verb = self._verb(request, target)
+        request[VERB], request[TARGET] = verb, target
+        output = requests.output_for(request.headers.get("Accept", ""))
+        await self._authorize(request, verb, target)
+        if verb == "watch":
+            return await self._watch(request, target, output)
+        if target.subresource in ("scale", "binding", "eviction", "log"):
+            return await getattr(self, f"_{target.subresource}")(request, target, verb, output)
+        return await getattr(self, f"_{verb}")(request, target, output)
+
+    @staticmethod
+    def _verb(request: web.Request, target: Target) -> str:
+        method, named = request.method, bool(target.name)
+        if method == "GET":
+            if requests.is_watch(request.query, target):
+                return "watch"
+            return "get" if named else "list"
+        if method == "POST":
+            if named and target.subresource in ("binding", "eviction"):
+                return "create"
+            if not named:
+                return "create"
+        elif method == "PUT" and named:
+            return "update"
+        elif method == "PATCH" and named:
+            return "patch"
+        elif method == "DELETE":
+            return "delete" if named else "deletecollection"
+        raise errors.method_not_allowed(f"{method} is not supported on this URL")
+
+    async def _authorize(self, request: web.Request, verb: str, target: Target) -> None:
+        user: User | None = request.get(USER)
+        if user is None:  # --insecure: every caller is the administrator
+            return
+        if user.is_admin:
+            return
+        name = target.name
+        if verb == "create" and not name:
+            # A create names its object in the body; rules like "a node's own Node" need it.
+            body, _ = await self._read_body(request)
+            meta = body.get("metadata") if isinstance(body, dict) else None
+            name = str(meta.get("name") or "") if isinstance(meta, dict) else ""
+        attrs = RequestAttributes(verb=verb, group=target.rt.group, resource=target.rt.plural,
+                                  subresource=target.subresource, namespace=target.namespace,
+                                  name=name)
+        existing = None
+        if needs_existing(user, attrs):
+            kv = await self.registry.get_kv(target.rt, target.namespace, target.name)
+            existing = decode(kv) if kv is not None else None
+        authorize(user, attrs, existing)
+
+    # ------------------------------------------------------------ responses
+
+    def _respond(self, request: web.Request, obj: Any, output: Output, *, status: int = 200,
+                 warnings: list[str] | None = None) -> web.Response:
+        headers = {}
+        if warnings:
+            headers["Warning"] = ", ".join(
+                '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)
+        if output.yaml:
+            return web.Response(body=yaml.safe_dump(obj, sort_keys=False).encode(),
+                                status=status, content_type=requests.YAML, headers=headers)
+        return web.Response(body=dumps(obj), status=status, content_type=requests.JSON,
+                            headers=headers)
+
+    def _shape(self, target: Target, obj: Obj, output: Output, request: web.Request) -> Any:
+        """One object as the client asked for it (itself, a one-row Table, or its metadata)."""
+        if output.as_kind == "Table":
+            return self._table(target, [obj], request, {})
+        if output.as_kind == "PartialObjectMetadata":
+            return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": obj.get("metadata", {})}
+        return obj
+
+    def _table(self, target: Target, objs: list[Obj], request: web.Request,
+               list_meta: dict[str, Any], *, headers: bool = True) -> Obj:
+        include = request.query.get("includeObject", "Metadata")
+        if include not in ("None", "Metadata", "Object"):
+            raise errors.bad_request(f"includeObject {include!r} is invalid: want None, "
+                                     "Metadata or Object")
+        result = table.to_table(target.rt.strategy.columns(), objs, include_object=include,
+                                list_meta=list_meta, now=self.clock())
+        if not headers:
+            result["columnDefinitions"] = []
+        return result
+
+    # ------------------------------------------------------------ verbs
+
+    async def _get(self, request: web.Request, target: Target, output: Output) -> web.Response:
+        obj = await self.registry.get(target.rt, target.namespace, target.name)
+        return self._respond(request, self._shape(target, obj, output, request), output)
+
+    async def _list(self, request: web.Request, target: Target, output: Output) -> web.Response:
+        opts = requests.list_options(request.query, target)
+        result = await self.registry.list(target.rt, target.namespace, opts)
+        list_meta: dict[str, Any] = {"resourceVersion": str(result.resource_version)}
+        if result.continue_token:
+            list_meta["continue"] = result.continue_token
+        if result.remaining is not None:
+            list_meta["remainingItemCount"] = result.remaining
+        if output.as_kind == "Table":
+            return self._respond(request, self._table(target, result.items, request, list_meta),
+                                 output)
+        if output.as_kind == "PartialObjectMetadata":
+            body = {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": list_meta,
+                    "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                               "metadata": o.get("metadata", {})} for o in result.items]}
+            return self._respond(request, body, output)
+        rt = target.rt
+        return self._respond(request, {"kind": f"{rt.kind}List", "apiVersion": rt.group_version,
+                                       "metadata": list_meta, "items": result.items}, output)
+
+    async def _read_body(self, request: web.Request, *, allow_patch: bool = False
+                         ) -> tuple[Any, str]:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.too_large(request.app._client_max_size) from None
+        return requests.parse_body(raw, request.headers.get("Content-Type", ""),
+                                   allow_patch=allow_patch)
+
+    def _write_options(self, request: web.Request, patch_type: str = "") -> WriteOptions:
+        params = requests.write_params(request.query, request.headers.get("User-Agent", ""),
+                                       patch_type)
+        return WriteOptions(dry_run=params.dry_run, field_manager=params.field_manager,
+                            field_validation=params.field_validation, force=params.force)
+
+    async def _create(self, request: web.Request, target: Target, output: Output
+                      ) -> web.Response:
+        body, _ = await self._read_body(request)
+        opts = self._write_options(request)
+        obj = await self.registry.create(target.rt, target.namespace, body, opts)
+        return self._respond(request, self._shape(target, obj, output, request), output,
+                             status=201, warnings=opts.warnings)
+
+    async def _update(self, request: web.Request, target: Target, output: Output
+                      ) -> web.Response:
+        body, _ = await self._read_body(request)
+        opts = self._write_options(request)
+        obj = await self.registry.update(target.rt, target.namespace, target.name, body, opts,
+                                         subresource=target.subresource)
+        return self._respond(request, self._shape(target, obj, output, request), output,
+                             warnings=opts.warnings)
+
+    async def _patch(self, request: web.Request, target: Target, output: Output) -> web.Response:
+        body, patch_type = await self._read_body(request, allow_patch=True)
+        opts = self._write_options(request, patch_type)
+        obj, created = await self.registry.patch(target.rt, target.namespace, target.name,
+                                                 patch_type, body, opts,
+                                                 subresource=target.subresource)
+        return self._respond(request, self._shape(target, obj, output, request), output,
+                             status=201 if created else 200, warnings=opts.warnings)
+
+    async def _delete_body(self, request: web.Request) -> Any:
+        if not request.can_read_body:
+            return None
+        raw = await request.read()
+        if not raw.strip():
+            return None
+        body, _ = requests.parse_body(raw, request.headers.get("Content-Type", "application/json"))
+        return body
+
+    async def _delete(self, request: web.Request, target: Target, output: Output
+                      ) -> web.Response:
+        opts = requests.delete_options(request.query, await self._delete_body(request))
+        obj, gone = await self.registry.delete(target.rt, target.namespace, target.name, opts)
+        if gone and target.rt is not PODS:
+            return self._respond(request, status_success(target.rt, obj), output)
+        return self._respond(request, self._shape(target, obj, output, request), output,
+                             status=200 if gone else 202)
+
+    async def _deletecollection(self, request: web.Request, target: Target, output: Output
+                                ) -> web.Response:
+        opts = requests.delete_options(request.query, await self._delete_body(request))
+        list_opts = requests.list_options(request.query, target)
+        items = await self.registry.delete_collection(target.rt, target.namespace, list_opts,
+                                                      opts)
+        rt = target.rt
+        return self._respond(request, {"kind": f"{rt.kind}List", "apiVersion": rt.group_version,
+                                       "metadata": {}, "items": items}, output)
+
+    # ------------------------------------------------------------ subresources
+
+    def _scale_of(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                              "creationTimestamp") if k in meta},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": selector_to_string(selector)},
+        }
+
+    async def _scale(self, request: web.Request, target: Target, verb: str, output: Output
+                     ) -> web.Response:
+        """autoscaling/v1 Scale over spec.replicas, with the parent's resourceVersion."""
+        rt = target.rt
+        if verb == "get":
+            obj = await self.registry.get(rt, target.namespace, target.name)
+            return self._respond(request, self._scale_of(obj), output)
+        body, patch_type = await self._read_body(request, allow_patch=verb == "patch")
+        opts = self._write_options(request, patch_type)
+        if patch_type == "apply":
+            raise errors.unsupported_media_type("application/apply-patch+yaml")
+        obj = await self.registry.get(rt, target.namespace, target.name)
+        scale = self._scale_of(obj)
+        if verb == "patch":
+            scale = self.registry.patch_object(rt, scale, patch_type, body, opts)
+        elif not isinstance(body, dict):
+            raise errors.bad_request("the body of a Scale must be a JSON object")
+        else:
+            scale = body
+        replicas = (scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise errors.invalid("autoscaling", "Scale", target.name, [errors.invalid_value(
+                "spec.replicas", replicas, "must be greater than or equal to 0")])
+        new = json_copy(obj)
+        new.setdefault("spec", {})["replicas"] = replicas
+        rv = (scale.get("metadata") or {}).get("resourceVersion") or ""
+        new["metadata"]["resourceVersion"] = rv if verb == "update" else ""
+        updated = await self.registry.update(rt, target.namespace, target.name, new, opts)
+        return self._respond(request, self._scale_of(updated), output)
+
+    async def _binding(self, request: web.Request, target: Target, verb: str, output: Output
+                       ) -> web.Response:
+        """pods/binding: set spec.nodeName once, as the scheduler does."""
+        body, _ = await self._read_body(request)
+        node = ((body or {}).get("target") or {}).get("name") if isinstance(body, dict) else None
+        if not isinstance(node, str) or not node:
+            raise errors.invalid("", "Binding", target.name, [errors.required("target.name")])
+        opts = self._write_options(request)
+        await self.registry.bind(target.namespace, target.name, node, opts)
+        return self._respond(request, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                       "status": "Success", "code": 201}, output, status=201)
+
+    async def _eviction(self, request: web.Request, target: Target, verb: str, output: Output
+                        ) -> web.Response:
+        """pods/eviction: a delete (no PodDisruptionBudgets are served, so always allowed)."""
+        body, _ = await self._read_body(request)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of an Eviction must be a JSON object")
+        opts = requests.delete_options(request.query, body.get("deleteOptions"))
+        await self.registry.delete(target.rt, target.namespace, target.name, opts)
+        return self._respond(request, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                       "status": "Success", "code": 201}, output, status=201)
+
+    async def _log(self, request: web.Request, target: Target, verb: str, output: Output
+                   ) -> web.StreamResponse:
+        """pods/log: proxied to the agent of the pod's node (its daemon endpoint)."""
+        pod = await self.registry.get(target.rt, target.namespace, target.name)
+        spec = pod.get("spec") or {}
+        node_name = spec.get("nodeName")
+        if not node_name:
+            raise errors.bad_request(
+                f'pod {target.name} does not have a host assigned')
+        containers = [c.get("name") for c in spec.get("containers") or ()]
+        container = request.query.get("container") or (
+            containers[0] if len(containers) == 1 else "")
+        if not container:
+            raise errors.bad_request(
+                f"a container name must be specified for pod {target.name}, choose one of: "
+                f"{containers}")
+        if container not in containers:
+            raise errors.bad_request(
+                f"container {container} is not valid for pod {target.name}")
+        node = await self.registry.get(NODES, "", node_name)
+        url = _agent_url(node)
+        if url is None:
+            raise errors.unavailable(f"node {node_name} publishes no agent endpoint")
+        upstream = f"{url}/containerLogs/{target.namespace}/{target.name}/{container}"
+        params = {k: v for k, v in request.query.items()
+                  if k in ("follow", "tailLines", "previous", "timestamps", "sinceSeconds",
+                           "limitBytes")}
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(upstream, params=params,
+                                       ssl=request.app.get("agent_ssl")) as answer:
+                    if answer.status != 200:
+                        raise errors.ApiError(answer.status, "BadRequest",
+                                              (await answer.text())[:1000])
+                    await response.prepare(request)
+                    async for chunk in answer.content.iter_any():
+                        await response.write(chunk)
+        except aiohttp.ClientError as exc:
+            if response.prepared:
+                return response
+            raise errors.unavailable(f"cannot reach the agent of node {node_name}: {exc}"
+                                     ) from None
+        return response
+
+    # ------------------------------------------------------------ watch
+
+    async def _watch(self, request: web.Request, target: Target, output: Output
+                     ) -> web.StreamResponse:
+        opts: ListOptions = requests.list_options(request.query, target)
+        if target.name:
+            opts.field_selector = parse_field_selector(f"metadata.name={target.name}")
+        timeout = requests._int(request.query, "timeoutSeconds")
+        if timeout is None:
+            timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
+        bookmarks = requests._flag(request.query, "allowWatchBookmarks")
+        response = web.StreamResponse(headers={"Content-Type": requests.JSON,
+                                               "Transfer-Encoding": "chunked"})
+        await response.prepare(request)
+        rt = target.rt
+        first_table = True
+        async with self.metrics.watching(rt.group, rt.plural):
+            events = self.registry.watch(rt, target.namespace, opts, bookmarks)
+            try:
+                async with asyncio.timeout(timeout):
+                    async for kind, obj in events:
+                        if output.as_kind == "Table" and kind != "BOOKMARK":
+                            obj = self._table(target, [obj], request, {}, headers=first_table)
+                            first_table = False
+                        elif output.as_kind == "PartialObjectMetadata" and kind != "BOOKMARK":
+                            obj = self._shape(target, obj, output, request)
+                        await response.write(dumps({"type": kind, "object": obj}) + b"\n")
+                        self.metrics.watch_events.labels(rt.group, rt.plural).inc()
+            except TimeoutError:
+                pass
+            except errors.ApiError as exc:
+                await response.write(dumps({"type": "ERROR", "object": exc.status()}) + b"\n")
+            except (ConnectionResetError, asyncio.CancelledError):
+                raise
+            finally:
+                await events.aclose()
+        return response
+
+
+def _agent_url(node: Obj) -> str | None:
+    status = node.get("status") or {}
+    port = (((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port"))
+    addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or ()}
+    host = addresses.get("InternalIP") or addresses.get("Hostname")
+    if not port or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{host}:{port}"
+

@@ -1,0 +1,851 @@
+"""The one generic registry: create, get, list, update, patch and delete of any kind.
+
+Kubernetes' generic store (``staging/src/k8s.io/apiserver/pkg/registry/generic/registry``)
+in small: every verb follows one flow for every kind, and a kind's ``Strategy`` supplies what
+is special about it. Objects are stored as msgpack under ``ResourceType.key``; an object's
+``metadata.resourceVersion`` is the store's ``mod_revision`` of its key, never stored in the
+value. Every write is one store transaction guarded by a compare: create-if-absent, or
+"unchanged since the version I read" for updates and deletes, so two writers never both win.
+
+The flow of a write: read the current object (updates) -> apply the patch (patches) -> decode
+against the kind's schema (``fieldValidation``) -> carry over what the client may not set ->
+strategy prepare + default -> validate (metadata generically, then the strategy) -> record
+managed fields -> compare-and-swap in the store (skipped with ``dryRun``). Deletion honours
+finalizers and graceful deletion; dependents are found through ownerReferences by
+``garbage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import msgpack
+
+from raftstore.store import (
+    Compacted,
+    Compare,
+    Delete,
+    EventType,
+    FutureRevision,
+    KeyValue,
+    Put,
+    Store,
+    Unavailable,
+)
+
+from . import apply as ssa
+from . import errors, schema, validation
+from . import patch as patches
+from .resources import ResourceType, lookup
+from .selectors import FieldSelector, LabelSelector
+from .strategy import Obj
+
+log = logging.getLogger(__name__)
+
+#: Attempts of an unconditional update or a patch that lost a race to another writer.
+CONFLICT_RETRIES = 8
+NAMESPACES = lookup("", "v1", "namespaces")
+PODS = lookup("", "v1", "pods")
+#: Characters Kubernetes uses for generateName suffixes (no vowels, no look-alikes).
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+@dataclass
+class WriteOptions:
+    """What a write request said besides its body, and what it collects for the response."""
+
+    dry_run: bool = False
+    field_manager: str = ""
+    #: "Strict", "Warn" (the API's default) or "Ignore".
+    field_validation: str = "Warn"
+    force: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ListOptions:
+    label_selector: LabelSelector | None = None
+    field_selector: FieldSelector | None = None
+    limit: int = 0
+    continue_token: str = ""
+    resource_version: str = ""
+    resource_version_match: str = ""
+
+
+@dataclass
+class ListResult:
+    items: list[Obj]
+    resource_version: int
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+@dataclass(frozen=True)
+class DeleteOptions:
+    grace_period: int | None = None
+    propagation: str = ""  # "", "Background", "Foreground", "Orphan"
+    uid: str = ""
+    resource_version: str = ""
+    dry_run: bool = False
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def encode(obj: Obj) -> bytes:
+    meta = obj.get("metadata") or {}
+    if "resourceVersion" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def decode(kv: KeyValue, revision: int | None = None) -> Obj:
+    """The stored object with its resourceVersion (``revision`` overrides, for deletions)."""
+    obj = msgpack.unpackb(kv.value, raw=False)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision or kv.mod_revision)
+    return obj
+
+
+def _meta(obj: Obj) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = obj["metadata"] = {}
+    return meta
+
+
+def _without_volatile(obj: Obj) -> Obj:
+    """The object as compared to detect a no-op write (Kubernetes skips those)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+            if k not in ("resourceVersion", "managedFields")}
+    return {**obj, "metadata": meta}
+
+
+def _spec_part(obj: Obj) -> Obj:
+    """What metadata.generation counts: everything except metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def encode_continue(revision: int, start_key: str) -> str:
+    raw = json.dumps({"v": "corral/1", "rv": revision, "start": start_key}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if data.get("v") != "corral/1":
+            raise ValueError("unknown version")
+        return int(data["rv"]), str(data["start"])
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+        raise errors.bad_request(f"invalid continue token: {exc}") from None
+
+
+class Registry:
+    """Generic REST storage of every kind in ``resources.RESOURCES`` over one Store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        watch_progress_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.watch_progress_interval = watch_progress_interval
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- reads
+
+    async def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        kv, _ = await self._store_call(self.store.get(rt.key(namespace, name)))
+        if kv is None:
+            raise errors.not_found(rt.group, rt.plural, name)
+        return decode(kv)
+
+    async def get_kv(self, rt: ResourceType, namespace: str, name: str) -> KeyValue | None:
+        kv, _ = await self._store_call(self.store.get(rt.key(namespace, name)))
+        return kv
+
+    async def list(self, rt: ResourceType, namespace: str, opts: ListOptions) -> ListResult:
+        """A page of objects; pages of one list all read the revision of the first."""
+        prefix = rt.key_prefix(namespace)
+        revision, serializable, start = 0, False, None
+        if opts.continue_token:
+            revision, start = decode_continue(opts.continue_token)
+            if not start.startswith(prefix):
+                raise errors.bad_request("continue token does not belong to this list")
+        elif opts.resource_version not in ("", "0"):
+            wanted = _parse_rv(opts.resource_version)
+            if opts.resource_version_match == "Exact":
+                revision = wanted
+        elif opts.resource_version == "0":
+            serializable = True
+        filtered = opts.label_selector is not None or opts.field_selector is not None
+        items: list[Obj] = []
+        while True:
+            want = opts.limit - len(items) if opts.limit else 0
+            try:
+                page = await self._store_call(self.store.range(
+                    prefix, limit=want, continue_key=start, revision=revision,
+                    serializable=serializable,
+                ))
+            except Compacted as exc:
+                raise errors.expired(
+                    f"The provided continue parameter is too old to display a consistent list "
+                    f"result (revision {exc.requested} compacted). You can start a new list "
+                    "without the continue parameter.") from None
+            except FutureRevision:
+                raise errors.timeout(f"Too large resource version: {revision}") from None
+            # A page read at a past revision reports that revision, not the store's current one.
+            revision = revision or page.revision
+            for kv in page.kvs:
+                obj = decode(kv)
+                if not filtered or self._matches(rt, obj, opts):
+                    items.append(obj)
+            if not page.more:
+                return ListResult(items, revision)
+            start = page.continue_key
+            if opts.limit and len(items) >= opts.limit:
+                remaining = None if filtered else page.count - len(page.kvs)
+                return ListResult(items, revision, encode_continue(revision, start or ""),
+                                  remaining)
+
+    def _matches(self, rt: ResourceType, obj: Obj, opts: ListOptions) -> bool:
+        meta = obj.get("metadata") or {}
+        if opts.label_selector is not None and not opts.label_selector.matches(meta.get("labels")):
+            return False
+        if opts.field_selector is not None:
+            return opts.field_selector.matches(self.field_set(rt, obj))
+        return True
+
+    @staticmethod
+    def field_set(rt: ResourceType, obj: Obj) -> dict[str, str]:
+        meta = obj.get("metadata") or {}
+        fields = {"metadata.name": meta.get("name", "")}
+        if rt.namespaced:
+            fields["metadata.namespace"] = meta.get("namespace", "")
+        fields.update(rt.strategy.field_labels(obj))
+        return fields
+
+    # ---------------------------------------------------------------- create
+
+    async def create(self, rt: ResourceType, namespace: str, body: Obj,
+                     opts: WriteOptions) -> Obj:
+        obj = self._decode_body(rt, body, opts)
+        meta = _meta(obj)
+        self._check_namespace(rt, namespace, meta)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(
+                secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        now = self.clock()
+        for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
+                    "managedFields", "selfLink"):
+            meta.pop(key, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = rfc3339(now)
+        if rt.strategy.track_generation:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
+        rt.strategy.prepare_for_create(obj)
+        rt.strategy.default(obj)
+        self._validate(rt, obj, validation.validate_object_meta(
+            meta, namespaced=rt.namespaced, name_validator=rt.strategy.name_validator)
+            + rt.strategy.validate(obj))
+        if rt.namespaced:
+            await self._check_namespace_open(namespace)
+        obj = ssa.track_update(None, obj, manager=opts.field_manager or "unknown",
+                               api_version=rt.group_version, now=rfc3339(now))
+        return await self._put_new(rt, obj, opts)
+
+    async def _put_new(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> Obj:
+        meta = obj["metadata"]
+        key = rt.key(meta.get("namespace", ""), meta["name"])
+        if opts.dry_run:
+            kv = await self.get_kv(rt, meta.get("namespace", ""), meta["name"])
+            if kv is not None:
+                raise errors.already_exists(rt.group, rt.plural, meta["name"])
+            return obj
+        result = await self._store_call(
+            self.store.txn([Compare.absent(key)], [Put(key, encode(obj))]))
+        if not result.succeeded:
+            raise errors.already_exists(rt.group, rt.plural, meta["name"])
+        meta["resourceVersion"] = str(result.revision)
+        return obj
+
+    def _check_namespace(self, rt: ResourceType, namespace: str, meta: dict[str, Any]) -> None:
+        if not rt.namespaced:
+            meta.pop("namespace", None)
+            return
+        given = meta.get("namespace")
+        if given and given != namespace:
+            raise errors.bad_request("the namespace of the provided object does not match "
+                                     "the namespace sent on the request")
+        meta["namespace"] = namespace
+
+    async def _check_namespace_open(self, namespace: str) -> None:
+        kv = await self.get_kv(NAMESPACES, "", namespace)
+        if kv is None:
+            raise errors.not_found("", "namespaces", namespace)
+        ns = decode(kv)
+        if (ns.get("metadata") or {}).get("deletionTimestamp"):
+            raise errors.ApiError(
+                403, "Forbidden",
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated", kind="namespaces", name=namespace)
+
+    # ---------------------------------------------------------------- update
+
+    async def update(self, rt: ResourceType, namespace: str, name: str, body: Obj,
+                     opts: WriteOptions, *, subresource: str = "") -> Obj:
+        new = self._decode_body(rt, body, opts)
+        meta = _meta(new)
+        self._check_namespace(rt, namespace, meta)
+        if meta.get("name", name) != name:
+            raise errors.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on "
+                f"the URL ({name})")
+        meta["name"] = name
+        wanted_rv = meta.get("resourceVersion") or ""
+        for _ in range(CONFLICT_RETRIES):
+            kv = await self.get_kv(rt, namespace, name)
+            if kv is None:
+                raise errors.not_found(rt.group, rt.plural, name)
+            if wanted_rv and _parse_rv(wanted_rv) != kv.mod_revision:
+                raise self._stale(rt, name)
+            old = decode(kv)
+            candidate = self._prepare_update(rt, json_copy(new), old, opts, subresource)
+            done = await self._swap(rt, kv, old, candidate, opts)
+            if done is not None:
+                return done
+            if wanted_rv:
+                raise self._stale(rt, name)
+        raise self._stale(rt, name)
+
+    @staticmethod
+    def _stale(rt: ResourceType, name: str) -> errors.ApiError:
+        return errors.conflict(rt.group, rt.plural, name,
+                               "the object has been modified; please apply your changes to "
+                               "the latest version and try again")
+
+    def _prepare_update(self, rt: ResourceType, new: Obj, old: Obj, opts: WriteOptions,
+                        subresource: str) -> Obj:
+        """The object an update writes: client changes minus what it may not change."""
+        meta, old_meta = _meta(new), old["metadata"]
+        if meta.get("uid") and meta["uid"] != old_meta.get("uid"):
+            raise errors.conflict(rt.group, rt.plural, old_meta["name"],
+                                  f"Precondition failed: UID in precondition: {meta['uid']}, "
+                                  f"UID in object meta: {old_meta.get('uid')}")
+        for key in ("uid", "creationTimestamp", "deletionTimestamp",
+                    "deletionGracePeriodSeconds", "generation"):
+            if key in old_meta:
+                meta[key] = old_meta[key]
+            else:
+                meta.pop(key, None)
+        if old_meta.get("deletionTimestamp"):
+            # A deleting object may lose finalizers, never gain new ones (Kubernetes).
+            added = set(meta.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())
+            if added:
+                raise errors.invalid(rt.group, rt.kind, old_meta["name"], [errors.forbidden_field(
+                    "metadata.finalizers", "no new finalizers can be added if the object is "
+                    "being deleted")])
+        if subresource == "status":
+            rt.strategy.prepare_for_status_update(new, old)
+            causes = rt.strategy.validate_status_update(new, old)
+        else:
+            rt.strategy.prepare_for_update(new, old)
+            rt.strategy.default(new)
+            causes = (validation.validate_object_meta(
+                meta, namespaced=rt.namespaced, name_validator=rt.strategy.name_validator)
+                + validation.validate_object_meta_update(meta, old_meta)
+                + rt.strategy.validate_update(new, old))
+        self._validate(rt, new, causes)
+        if rt.strategy.track_generation and _spec_part(new) != _spec_part(old):
+            meta["generation"] = int(old_meta.get("generation") or 0) + 1
+        if "managedFields" not in meta and "managedFields" in old_meta:
+            meta["managedFields"] = old_meta["managedFields"]
+        return ssa.track_update(old, new, manager=opts.field_manager or "unknown",
+                                api_version=rt.group_version, now=rfc3339(self.clock()),
+                                subresource=subresource)
+
+    async def _swap(self, rt: ResourceType, kv: KeyValue, old: Obj, new: Obj,
+                    opts: WriteOptions) -> Obj | None:
+        """Write ``new`` over ``old`` if the key is still at ``kv``; None if it moved."""
+        if _without_volatile(new) == _without_volatile(old):
+            return old
+        meta = new["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") \
+                and not old["metadata"].get("deletionGracePeriodSeconds"):
+            # The last finalizer is gone: the object goes away now.
+            if opts.dry_run:
+                return new
+            result = await self._store_call(self.store.txn(
+                [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
+            if not result.succeeded:
+                return None
+            meta["resourceVersion"] = str(result.revision)
+            self._after_delete(rt, new)
+            return new
+        if opts.dry_run:
+            return new
+        result = await self._store_call(self.store.txn(
+            [Compare.mod_revision(kv.key, kv.mod_revision)], [Put(kv.key, encode(new))]))
+        if not result.succeeded:
+            return None
+        meta["resourceVersion"] = str(result.revision)
+        return new
+
+    # ---------------------------------------------------------------- patch
+
+    async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str,
+                    body: Any, opts: WriteOptions, *, subresource: str = "") -> tuple[Obj, bool]:
+        """Apply a patch to the current object; (result, created). Retries lost races."""
+        for _ in range(CONFLICT_RETRIES):
+            kv = await self.get_kv(rt, namespace, name)
+            if kv is None:
+                if patch_type != "apply":
+                    raise errors.not_found(rt.group, rt.plural, name)
+                return await self._apply_create(rt, namespace, name, body, opts), True
+            old = decode(kv)
+            patched = self._patched(rt, old, patch_type, body, opts)
+            pmeta = _meta(patched)
+            wanted_rv = pmeta.get("resourceVersion") or ""
+            if wanted_rv and _parse_rv(wanted_rv) != kv.mod_revision:
+                raise self._stale(rt, name)
+            pmeta["resourceVersion"] = str(kv.mod_revision)
+            new = self._decode_body(rt, patched, opts)
+            if _meta(new).get("name") != name:
+                raise errors.bad_request("the name of the object may not be changed by a patch")
+            candidate = self._prepare_update(rt, new, old, opts, subresource)
+            if patch_type == "apply":
+                candidate["metadata"]["managedFields"] = patched["metadata"].get("managedFields")
+            done = await self._swap(rt, kv, old, candidate, opts)
+            if done is not None:
+                return done, False
+        raise self._stale(rt, name)
+
+    def _patched(self, rt: ResourceType, old: Obj, patch_type: str, body: Any,
+                 opts: WriteOptions) -> Obj:
+        if patch_type == "json" and not isinstance(body, list):
+            raise errors.bad_request("a JSON patch must be an array of operations")
+        try:
+            if patch_type == "json":
+                return patches.json_patch(old, body)
+            if patch_type == "merge":
+                return patches.merge_patch(old, body)
+            if patch_type == "strategic":
+                return patches.strategic_merge_patch(old, body, rt.group, rt.kind)
+            return self._apply_config(rt, old, body, opts)
+        except patches.PatchError as exc:
+            raise errors.ApiError(422 if patch_type == "json" else 400,
+                                  "Invalid" if patch_type == "json" else "BadRequest",
+                                  str(exc)) from None
+
+    def _apply_config(self, rt: ResourceType, live: Obj | None, config: Any,
+                      opts: WriteOptions) -> Obj:
+        if not isinstance(config, dict):
+            raise errors.bad_request("the apply configuration must be an object")
+        if not opts.field_manager:
+            raise errors.bad_request(
+                "PATCH, application/apply-patch+yaml requests must have a fieldManager")
+        if config.get("apiVersion") != rt.group_version or config.get("kind") != rt.kind:
+            raise errors.bad_request(
+                f"the apply configuration must have apiVersion {rt.group_version} and kind "
+                f"{rt.kind}")
+        config = self._decode_body(rt, config, opts)
+        try:
+            return ssa.apply(live, config, manager=opts.field_manager, force=opts.force,
+                             group=rt.group, kind=rt.kind, api_version=rt.group_version,
+                             now=rfc3339(self.clock()))
+        except ssa.ApplyConflict as exc:
+            raise errors.ApiError(409, "Conflict", str(exc), causes=exc.causes(),
+                                  kind=rt.plural, group=rt.group) from None
+
+    async def _apply_create(self, rt: ResourceType, namespace: str, name: str, body: Any,
+                            opts: WriteOptions) -> Obj:
+        obj = self._apply_config(rt, None, body, opts)
+        meta = _meta(obj)
+        if meta.get("name", name) != name:
+            raise errors.bad_request("the name of the object does not match the name on the URL")
+        meta["name"] = name
+        managed = meta.get("managedFields")
+        created = await self.create(rt, namespace, obj, WriteOptions(
+            dry_run=opts.dry_run, field_manager=opts.field_manager,
+            field_validation="Ignore", warnings=opts.warnings))
+        if managed is not None and created["metadata"].get("managedFields") != managed:
+            # create() recorded an Update entry; an apply-create owns the fields as Apply.
+            kv = await self.get_kv(rt, namespace, name)
+            if kv is not None and not opts.dry_run:
+                created["metadata"]["managedFields"] = managed
+                done = await self._swap(rt, kv, decode(kv), created, opts)
+                return done or created
+        return created
+
+    def patch_object(self, rt: ResourceType, obj: Obj, patch_type: str, body: Any,
+                     opts: WriteOptions) -> Obj:
+        """``obj`` with a patch applied (for subresources with their own shape, like Scale)."""
+        return self._patched(rt, obj, patch_type, body, opts)
+
+    async def bind(self, namespace: str, name: str, node: str, opts: WriteOptions) -> Obj:
+        """pods/binding: assign a pending pod to ``node``, at most once (the scheduler's write)."""
+        for _ in range(CONFLICT_RETRIES):
+            kv = await self.get_kv(PODS, namespace, name)
+            if kv is None:
+                raise errors.not_found("", "pods", name)
+            old = decode(kv)
+            spec = old.get("spec") or {}
+            if spec.get("nodeName"):
+                raise errors.conflict("", "pods", name,
+                                      f'pod {name} is already assigned to node "{spec["nodeName"]}"')
+            if old["metadata"].get("deletionTimestamp"):
+                raise errors.conflict("", "pods", name, f"pod {name} is being deleted, cannot be "
+                                      "assigned to a host")
+            new = json_copy(old)
+            new["spec"]["nodeName"] = node
+            conditions = [c for c in (new.setdefault("status", {}).get("conditions") or ())
+                          if c.get("type") != "PodScheduled"]
+            conditions.append({"type": "PodScheduled", "status": "True",
+                               "lastTransitionTime": rfc3339(self.clock())})
+            new["status"]["conditions"] = conditions
+            done = await self._swap(PODS, kv, old, new, opts)
+            if done is not None:
+                return done
+        raise self._stale(PODS, name)
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, rt: ResourceType, namespace: str, name: str,
+                     opts: DeleteOptions) -> tuple[Obj, bool]:
+        """Delete or start deleting; (object, gone now). Dependents follow ``propagation``."""
+        for _ in range(CONFLICT_RETRIES):
+            kv = await self.get_kv(rt, namespace, name)
+            if kv is None:
+                raise errors.not_found(rt.group, rt.plural, name)
+            obj = decode(kv)
+            meta = obj["metadata"]
+            if opts.uid and opts.uid != meta.get("uid"):
+                raise errors.conflict(rt.group, rt.plural, name,
+                                      f"Precondition failed: UID in precondition: {opts.uid}, "
+                                      f"UID in object meta: {meta.get('uid')}")
+            if opts.resource_version and _parse_rv(opts.resource_version) != kv.mod_revision:
+                raise errors.conflict(rt.group, rt.plural, name,
+                                      "Precondition failed: the resourceVersion in the "
+                                      "precondition does not match")
+            result = await self._delete_once(rt, kv, obj, opts)
+            if result is not None:
+                return result
+        raise self._stale(rt, name)
+
+    async def _delete_once(self, rt: ResourceType, kv: KeyValue, obj: Obj,
+                           opts: DeleteOptions) -> tuple[Obj, bool] | None:
+        meta = obj["metadata"]
+        propagation = opts.propagation or "Background"
+        finalizers = list(meta.get("finalizers") or ())
+        if propagation == "Orphan" and "orphan" not in finalizers:
+            finalizers.append("orphan")
+        if propagation == "Foreground" and "foregroundDeletion" not in finalizers:
+            finalizers.append("foregroundDeletion")
+        grace = rt.strategy.graceful_delete(obj, opts.grace_period)
+        lingers = bool(finalizers) or grace > 0 or rt is NAMESPACES
+        if not lingers:
+            if opts.dry_run:
+                return obj, True
+            result = await self._store_call(self.store.txn(
+                [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
+            if not result.succeeded:
+                return None
+            meta["resourceVersion"] = str(result.revision)
+            self._after_delete(rt, obj)
+            return obj, True
+        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or ()) \
+                and (meta.get("deletionGracePeriodSeconds") or 0) <= grace:
+            return obj, False  # already deleting, nothing new asked
+        new = json_copy(obj)
+        nmeta = new["metadata"]
+        nmeta.setdefault("deletionTimestamp", rfc3339(self.clock()))
+        nmeta["deletionGracePeriodSeconds"] = grace
+        if finalizers:
+            nmeta["finalizers"] = finalizers
+        if rt is NAMESPACES:
+            new.setdefault("status", {})["phase"] = "Terminating"
+        if opts.dry_run:
+            return new, False
+        result = await self._store_call(self.store.txn(
+            [Compare.mod_revision(kv.key, kv.mod_revision)], [Put(kv.key, encode(new))]))
+        if not result.succeeded:
+            return None
+        nmeta["resourceVersion"] = str(result.revision)
+        self._spawn(self._finish_deletion(rt, new), f"finish deletion of {kv.key}")
+        return new, False
+
+    def _after_delete(self, rt: ResourceType, obj: Obj) -> None:
+        """Dependents of a deleted object are deleted in the background (Kubernetes' GC)."""
+        self._spawn(self._collect_dependents(obj, "Background"),
+                    f"collect dependents of {rt.plural}/{obj['metadata'].get('name')}")
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=what)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %s", what, t.exception())
+
+        task.add_done_callback(done)
+
+    async def _finish_deletion(self, rt: ResourceType, obj: Obj) -> None:
+        """Work the finalizers this server owns: namespaces, foreground and orphan deletion."""
+        meta = obj["metadata"]
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        if rt is NAMESPACES:
+            await self._empty_namespace(name)
+            await self._remove_finalizer(rt, namespace, name, None)
+            return
+        finalizers = meta.get("finalizers") or ()
+        if "orphan" in finalizers:
+            await self._collect_dependents(obj, "Orphan")
+            await self._remove_finalizer(rt, namespace, name, "orphan")
+        if "foregroundDeletion" in finalizers:
+            await self._collect_dependents(obj, "Foreground")
+            await self._remove_finalizer(rt, namespace, name, "foregroundDeletion")
+
+    async def _remove_finalizer(self, rt: ResourceType, namespace: str, name: str,
+                                finalizer: str | None) -> None:
+        """Drop ``finalizer`` (a namespace: its spec finalizers) so the object can go."""
+        for _ in range(CONFLICT_RETRIES):
+            kv = await self.get_kv(rt, namespace, name)
+            if kv is None:
+                return
+            if finalizer is None:
+                done = await self._store_call(self.store.txn(
+                    [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
+                if done.succeeded:
+                    return
+                continue
+            old = decode(kv)
+            new = json_copy(old)
+            new["metadata"]["finalizers"] = [
+                f for f in new["metadata"].get("finalizers") or () if f != finalizer]
+            if await self._swap(rt, kv, old, new, WriteOptions()) is not None:
+                return
+
+    async def _empty_namespace(self, namespace: str) -> None:
+        """Delete everything in a terminating namespace and wait until it is gone."""
+        from .resources import RESOURCES
+
+        while True:
+            left = 0
+            for rt in RESOURCES:
+                if not rt.namespaced:
+                    continue
+                page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
+                for kv in page.kvs:
+                    left += 1
+                    obj = decode(kv)
+                    if not obj["metadata"].get("deletionTimestamp"):
+                        try:
+                            await self.delete(rt, namespace, obj["metadata"]["name"],
+                                              DeleteOptions())
+                        except errors.ApiError:
+                            pass  # gone or changed meanwhile: the next round looks again
+            if not left:
+                return
+            await asyncio.sleep(0.5)
+
+    async def _collect_dependents(self, owner: Obj, propagation: str) -> None:
+        """Delete (or orphan) the objects whose ownerReferences name ``owner``'s uid."""
+        from .resources import RESOURCES
+
+        meta = owner["metadata"]
+        uid, namespace = meta.get("uid"), meta.get("namespace", "")
+        for rt in RESOURCES:
+            if not rt.namespaced and namespace:
+                continue
+            page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
+            for kv in page.kvs:
+                dependent = decode(kv)
+                refs = dependent["metadata"].get("ownerReferences") or ()
+                if not any(r.get("uid") == uid for r in refs):
+                    continue
+                dname = dependent["metadata"]["name"]
+                dns = dependent["metadata"].get("namespace", "")
+                try:
+                    if propagation == "Orphan":
+                        new = json_copy(dependent)
+                        new["metadata"]["ownerReferences"] = [
+                            r for r in refs if r.get("uid") != uid]
+                        if not new["metadata"]["ownerReferences"]:
+                            del new["metadata"]["ownerReferences"]
+                        await self._swap(rt, kv, dependent, new, WriteOptions())
+                    else:
+                        await self.delete(rt, dns, dname, DeleteOptions(propagation=propagation))
+                except errors.ApiError as exc:
+                    log.info("garbage collection of %s: %s", kv.key, exc.message)
+        if propagation == "Foreground":
+            await self._wait_dependents_gone(uid, namespace)
+
+    async def _wait_dependents_gone(self, uid: str | None, namespace: str) -> None:
+        from .resources import RESOURCES
+
+        while True:
+            remaining = 0
+            for rt in RESOURCES:
+                if not rt.namespaced and namespace:
+                    continue
+                page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
+                remaining += sum(
+                    1 for kv in page.kvs
+                    if any(r.get("uid") == uid
+                           for r in (decode(kv)["metadata"].get("ownerReferences") or ())))
+            if not remaining:
+                return
+            await asyncio.sleep(0.5)
+
+    async def delete_collection(self, rt: ResourceType, namespace: str, list_opts: ListOptions,
+                                opts: DeleteOptions) -> list[Obj]:
+        result = await self.list(rt, namespace, list_opts)
+        deleted = []
+        for obj in result.items:
+            meta = obj["metadata"]
+            try:
+                done, _ = await self.delete(rt, meta.get("namespace", ""), meta["name"], opts)
+                deleted.append(done)
+            except errors.ApiError as exc:
+                if exc.code != 404:
+                    raise
+        return deleted
+
+    # ---------------------------------------------------------------- watch
+
+    async def watch(self, rt: ResourceType, namespace: str, opts: ListOptions,
+                    bookmarks: bool) -> AsyncIterator[tuple[str, Obj]]:
+        """(type, object) events as Kubernetes' watch sends them, filtered by the selectors.
+
+        An object that stops matching the selectors is reported DELETED, one that starts
+        matching ADDED, as Kubernetes' filtered watches do. Without a resourceVersion (or
+        with "0") the current objects come first as ADDED.
+        """
+        rv = opts.resource_version
+        if rv in ("", "0"):
+            listed = await self.list(rt, namespace, ListOptions(
+                label_selector=opts.label_selector, field_selector=opts.field_selector))
+            for obj in listed.items:
+                yield "ADDED", obj
+            start = listed.resource_version + 1
+        else:
+            start = _parse_rv(rv) + 1
+        events = self.store.watch(rt.key_prefix(namespace), start_revision=start,
+                                  progress_interval=self.watch_progress_interval)
+        try:
+            async for event in events:
+                if event.type is EventType.PROGRESS:
+                    if bookmarks:
+                        yield "BOOKMARK", {"kind": rt.kind, "apiVersion": rt.group_version,
+                                           "metadata": {"resourceVersion": str(event.revision)}}
+                    continue
+                translated = self._translate(rt, event, opts)
+                if translated is not None:
+                    yield translated
+        except Compacted as exc:
+            raise errors.expired(f"too old resource version: {exc.requested - 1} "
+                                 f"({exc.compact_revision})") from None
+        finally:
+            await events.aclose()
+
+    def _translate(self, rt: ResourceType, event: Any, opts: ListOptions) -> tuple[str, Obj] | None:
+        filtered = opts.label_selector is not None or opts.field_selector is not None
+        if event.type is EventType.DELETE:
+            if event.prev_kv is None:
+                return None
+            obj = decode(event.prev_kv, event.revision)
+            if filtered and not self._matches(rt, obj, opts):
+                return None
+            return "DELETED", obj
+        obj = decode(event.kv)
+        if not filtered:
+            return ("ADDED" if event.kv.create_revision == event.kv.mod_revision
+                    else "MODIFIED"), obj
+        now = self._matches(rt, obj, opts)
+        before = event.prev_kv is not None and self._matches(rt, decode(event.prev_kv), opts)
+        if now and before:
+            return "MODIFIED", obj
+        if now:
+            return "ADDED", obj
+        if before:
+            return "DELETED", obj
+        return None
+
+    # ---------------------------------------------------------------- helpers
+
+    def _decode_body(self, rt: ResourceType, body: Any, opts: WriteOptions) -> Obj:
+        """Check the body's shape against the kind's schema, per ``fieldValidation``."""
+        if not isinstance(body, dict):
+            raise errors.bad_request(f"the body of a {rt.kind} must be a JSON object")
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if api_version is not None and api_version != rt.group_version:
+            raise errors.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version ({rt.group_version})")
+        if kind is not None and kind != rt.kind:
+            raise errors.bad_request(
+                f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+        decoded = schema.decode(body, rt.schema)
+        if decoded.type_errors:
+            raise errors.bad_request(
+                "; ".join(c["message"] for c in decoded.type_errors), decoded.type_errors)
+        if decoded.unknown_fields and opts.field_validation != "Ignore":
+            if opts.field_validation == "Strict":
+                raise errors.bad_request(
+                    decoded.strict_message(),
+                    [errors.cause("FieldValueInvalid", f, f'unknown field "{f}"')
+                     for f in decoded.unknown_fields])
+            opts.warnings.extend(decoded.warnings())
+        obj = decoded.object
+        obj["apiVersion"], obj["kind"] = rt.group_version, rt.kind
+        return obj
+
+    def _validate(self, rt: ResourceType, obj: Obj, causes: list[errors.Cause]) -> None:
+        if causes:
+            raise errors.invalid(rt.group, rt.kind, _meta(obj).get("name", ""), causes)
+
+    async def _store_call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except Unavailable as exc:
+            raise errors.unavailable(f"the cluster state store is unavailable: {exc}") from None
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _parse_rv(text: str) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise errors.bad_request(f"invalid resource version: {text!r}") from None
+    if value < 0:
+        raise errors.bad_request(f"invalid resource version: {text!r}")
+    return value
+
+
+def json_copy(obj: Obj) -> Obj:
+    """A deep copy of JSON data (faster than copy.deepcopy for plain dicts and lists)."""
+    return msgpack.unpackb(msgpack.packb(obj, use_bin_type=True), raw=False)

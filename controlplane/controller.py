@@ -1,0 +1,189 @@
+"""``corral controller``: one control-plane process — a store member and the API server.
+
+Start-up order: open the store (a RaftStore member of the controllers' Raft group, or a client
+of an external etcd) -> load the cluster PKI, creating it if this is the cluster's first
+controller -> issue this controller's serving certificate -> serve the API over HTTPS ->
+write an admin kubeconfig pointing at this controller. Every controller serves reads, watches
+and writes; writes from any of them go through the Raft log (or etcd).
+
+Errors of configuration or data (bad flags, damaged PKI or store data, a busy port) end the
+process with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raftstore.durability import CorruptDataError
+from raftstore.etcd import EtcdStore
+from raftstore.member import add_raft_arguments, raft_config
+from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
+from raftstore.store import Store
+
+from .api.server import ApiServer
+from .auth.kubeconfig import write_kubeconfig
+from .auth.pki import ClusterPKI, PKIError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControllerConfig:
+    """Everything one controller needs; built from flags by ``corral controller``."""
+
+    listen_api: str = "127.0.0.1:6443"
+    #: The store: a Raft member config, or etcd endpoints (exactly one of the two).
+    raft: RaftConfig | None = None
+    etcd_endpoints: list[str] = field(default_factory=list)
+    pki_dir: Path | None = None
+    #: Where to write the admin kubeconfig (None: do not write one).
+    kubeconfig: Path | None = None
+    #: Host names and addresses clients use to reach this controller (certificate SANs).
+    tls_sans: list[str] = field(default_factory=list)
+    insecure: bool = False
+    watch_progress_interval: float = 5.0
+
+
+class Controller:
+    """A running controller; ``start`` then ``stop`` (also usable in-process, by tests)."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.server: ApiServer | None = None
+        self.port = 0
+        self.pki: ClusterPKI | None = None
+
+    @property
+    def url(self) -> str:
+        host, _ = split_hostport(self.config.listen_api, "--listen-api")
+        scheme = "http" if self.config.insecure else "https"
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        config = self.config
+        host, port = split_hostport(config.listen_api, "--listen-api")
+        if not config.insecure:
+            self.pki = load_or_create_pki(config.pki_dir)
+        self.store = await open_store(config)
+        self.server = ApiServer(self.store, pki=self.pki, insecure=config.insecure,
+                                watch_progress_interval=config.watch_progress_interval)
+        ssl_context = None
+        if self.pki is not None:
+            cert, key = self.pki.issue_server_cert(host, [host, *config.tls_sans])
+            ssl_context = self.pki.server_ssl_context(cert, key)
+        try:
+            self.port = await self.server.start(host, port, ssl_context)
+        except OSError as exc:
+            await self.stop()
+            raise ConfigError(f"cannot listen on {config.listen_api}: {exc.strerror}") from None
+        if self.pki is not None and config.kubeconfig is not None:
+            write_kubeconfig(config.kubeconfig, server=self.url, ca_pem=self.pki.ca_pem,
+                             cert_pem=self.pki.admin_cert_pem, key_pem=self.pki.admin_key_pem)
+        log.warning("API server listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.store is not None:
+            await self.store.close()
+
+
+def load_or_create_pki(directory: Path | None) -> ClusterPKI:
+    """The cluster's PKI; a first controller creates it (cluster creation)."""
+    if directory is None:
+        raise ConfigError("--pki-dir is required unless --insecure")
+    if (directory / "ca.crt").exists():
+        return ClusterPKI.load(directory)
+    log.warning("no cluster CA in %s: creating the cluster's PKI", directory)
+    return ClusterPKI.create(directory)
+
+
+async def open_store(config: ControllerConfig) -> Store:
+    if config.etcd_endpoints:
+        return EtcdStore(config.etcd_endpoints)
+    if config.raft is None:
+        raise ConfigError("a controller needs --listen-peer/--data-dir (embedded store) or "
+                          "--etcd-endpoints")
+    return await RaftStore.open(config.raft)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="corral controller",
+        description="Run one Corral controller: a member of the replicated store and the "
+        "Kubernetes API over HTTPS.")
+    add_raft_arguments(p, required=False)
+    p.add_argument("--etcd-endpoints", default="", metavar="URL,...",
+                   help="use an external etcd cluster instead of the embedded store")
+    p.add_argument("--listen-api", default="127.0.0.1:6443", metavar="HOST:PORT",
+                   help="address of the Kubernetes API (default %(default)s)")
+    p.add_argument("--pki-dir", type=Path,
+                   help="the cluster's CA, join token and admin credential (default: "
+                   "DATA_DIR/pki; created if absent)")
+    p.add_argument("--kubeconfig", type=Path,
+                   help="where to write an admin kubeconfig (default DATA_DIR/admin.kubeconfig)")
+    p.add_argument("--tls-san", action="append", default=[], metavar="HOST",
+                   help="another name or address clients reach this controller by")
+    p.add_argument("--insecure", action="store_true",
+                   help="DEVELOPMENT ONLY: plain HTTP and no authentication")
+    p.add_argument("--watch-progress-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="how often idle watches get a bookmark (default %(default)s)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ControllerConfig:
+    etcd = [e for e in args.etcd_endpoints.split(",") if e]
+    data_dir: Path | None = args.data_dir
+    if not etcd and (args.listen_peer is None or data_dir is None):
+        raise ConfigError("the embedded store needs --listen-peer and --data-dir "
+                          "(or give --etcd-endpoints)")
+    if etcd and args.listen_peer:
+        raise ConfigError("--etcd-endpoints and --listen-peer exclude each other")
+    if data_dir is None and (args.pki_dir is None and not args.insecure):
+        raise ConfigError("--pki-dir is required with --etcd-endpoints and no --data-dir")
+    return ControllerConfig(
+        listen_api=args.listen_api,
+        raft=None if etcd else raft_config(args),
+        etcd_endpoints=etcd,
+        pki_dir=args.pki_dir or (data_dir / "pki" if data_dir else None),
+        kubeconfig=args.kubeconfig or (data_dir / "admin.kubeconfig" if data_dir else None),
+        tls_sans=args.tls_san,
+        insecure=args.insecure,
+        watch_progress_interval=args.watch_progress_interval,
+    )
+
+
+async def serve(config: ControllerConfig) -> None:
+    controller = Controller(config)
+    await controller.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await controller.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(config_from_args(args)))
+    except (ConfigError, CorruptDataError, PKIError) as exc:
+        sys.stderr.write(f"corral controller: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""A throwaway local control plane: N ``corral controller`` processes on loopback.
+
+For tests and benchmarks. The cluster PKI is created once and shared (as an operator copies it
+to every controller host); each controller writes its own admin kubeconfig pointing at itself.
+The store is the embedded Raft group of the controllers, or an external etcd given by its
+endpoints. Faults by index: ``kill`` (SIGKILL) and ``restart`` (same data dir).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from raftstore.localprocess import LOOPBACK, MemberProcess, free_ports, track, untrack
+
+from .auth.pki import ClusterPKI
+
+
+class ControlPlaneError(RuntimeError):
+    """A controller exited or did not become ready in time (with its log tail)."""
+
+
+@dataclass
+class _Controller(MemberProcess):
+    index: int = 0
+    peer: str = ""
+
+    @property
+    def client_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.client_port}"
+
+
+class ControlPlane:
+    def __init__(self, size: int = 3, *, etcd_endpoints: list[str] | None = None,
+                 base_dir: str | None = None, start_timeout: float = 60.0,
+                 fsync: str = "always", extra_args: tuple[str, ...] = ()) -> None:
+        self.size = size
+        self.etcd_endpoints = etcd_endpoints or []
+        self.fsync = fsync
+        self.extra_args = extra_args
+        self._base_dir = base_dir
+        self._start_timeout = start_timeout
+        self._root: str | None = None
+        self._controllers: list[_Controller] = []
+        self.pki: ClusterPKI | None = None
+
+    def start(self) -> ControlPlane:
+        self._root = tempfile.mkdtemp(prefix="corral-cp-", dir=self._base_dir)
+        track(self)
+        try:
+            self.pki = ClusterPKI.create(Path(self._root) / "pki")
+            with open(self.secret_file, "w") as f:
+                f.write(secrets.token_hex(16))
+            ports = free_ports(2 * self.size)
+            self._controllers = [
+                _Controller(name=f"c{i}", data_dir=os.path.join(self._root, f"c{i}"),
+                            client_port=ports[2 * i + 1], index=i,
+                            peer=f"{LOOPBACK}:{ports[2 * i]}")
+                for i in range(self.size)
+            ]
+            for c in self._controllers:
+                c.spawn(self.command(c.index))
+            for i in range(self.size):
+                self.wait_ready(i)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def secret_file(self) -> str:
+        assert self._root is not None
+        return os.path.join(self._root, "secret")
+
+    @property
+    def pki_dir(self) -> str:
+        assert self._root is not None
+        return os.path.join(self._root, "pki")
+
+    def kubeconfig(self, i: int) -> str:
+        return self._controllers[i].data_dir + ".kubeconfig"
+
+    def url(self, i: int) -> str:
+        return self._controllers[i].client_url
+
+    @property
+    def urls(self) -> list[str]:
+        return [c.client_url for c in self._controllers]
+
+    def command(self, i: int) -> list[str]:
+        c = self._controllers[i]
+        store = (["--etcd-endpoints", ",".join(self.etcd_endpoints)] if self.etcd_endpoints else [
+            "--listen-peer", c.peer,
+            "--peers", ",".join(o.peer for o in self._controllers if o is not c),
+            "--secret-file", self.secret_file, "--fsync", self.fsync,
+        ])
+        return [
+            sys.executable, "-m", "controlplane.controller", *store,
+            "--data-dir", c.data_dir,
+            "--listen-api", f"{LOOPBACK}:{c.client_port}",
+            "--pki-dir", self.pki_dir,
+            "--kubeconfig", self.kubeconfig(i),
+            *self.extra_args,
+        ]
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting the cluster CA and presenting the admin credential."""
+        assert self.pki is not None
+        return self.pki.client_ssl_context(self.pki.admin_cert_pem, self.pki.admin_key_pem)
+
+    def wait_ready(self, i: int, timeout: float | None = None) -> None:
+        c = self._controllers[i]
+        deadline = time.monotonic() + (timeout or self._start_timeout)
+        context = self.ssl_context()
+        while time.monotonic() < deadline:
+            if not c.running:
+                raise ControlPlaneError(f"controller {c.name} exited:\n{c.log_tail()}")
+            try:
+                with urllib.request.urlopen(c.client_url + "/readyz", timeout=2.0,
+                                            context=context) as answer:
+                    if answer.status == 200 and os.path.exists(self.kubeconfig(i)):
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise ControlPlaneError(f"controller {c.name} not ready in time:\n{c.log_tail()}")
+
+    def kill(self, i: int) -> None:
+        self._controllers[i].kill()
+
+    def restart(self, i: int) -> None:
+        c = self._controllers[i]
+        c.kill()
+        c.spawn(self.command(i))
+        self.wait_ready(i)
+
+    def log_tail(self, i: int) -> str:
+        return self._controllers[i].log_tail()
+
+    def stop(self) -> None:
+        for c in self._controllers:
+            c.kill()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+        self._controllers = []
+        untrack(self)
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
