@@ -15,8 +15,10 @@ The load comes from ``--procs`` client processes (multiprocessing, spawn); each 
 aiohttp with one ``ClientSession`` per controller URL whose connector holds one keep-alive
 connection per client on that URL, and the admin client certificate. An operation counts when it
 started inside the measured window; its latency is ``time.monotonic`` around the awaited request
-and the read of the whole response. Rates are counted operations over the time from the start of
-the window until the last counted operation completed. p50/p99 are nearest-rank percentiles of the
+and the read of the whole response. Rates are successful counted operations over the time from the
+start of the window until the last of them completed (failed ones are reported as errors, and do
+not stretch that time: one request stuck until the store's 10 s timeout would otherwise skew the
+rate by half a window). p50/p99 are nearest-rank percentiles of the
 merged samples of all client processes. Writes = creates + updates.
 
 During the window the benchmark samples the CPU time (psutil) of each controller (main thread,
@@ -34,6 +36,7 @@ Usage: ``python bench/api.py [--quick] [--clients N] [--duration S] [--procs P] 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -59,9 +62,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from controlplane.auth.pki import client_ssl_context
 from controlplane.localcluster import ControlPlane
 from raftstore.localetcd import EtcdCluster
 
@@ -122,7 +127,7 @@ class LoadStats:
     errors: Counter[str] = field(default_factory=Counter)  # "op: status or exception"
     warm_ops: int = 0
     warm_errors: Counter[str] = field(default_factory=Counter)
-    last_done: float = 0.0  # monotonic time the last counted operation completed
+    last_done: float = 0.0  # monotonic time the last counted successful operation completed
     by_controller: dict[int, list[float]] = field(default_factory=dict)  # write latencies
     per_second: Counter[int] = field(default_factory=Counter)  # writes completed, by second
     checked: int = 0  # updates whose answer was checked against what was sent
@@ -146,8 +151,6 @@ async def _client(
     window: tuple[float, float],
     stats: LoadStats,
 ) -> None:
-    import aiohttp
-
     start_window, end_window = window
     clock = time.monotonic
     controller_writes = stats.by_controller.setdefault(number % len(spec.urls), [])
@@ -180,7 +183,6 @@ async def _client(
             stats.last_done = max(stats.last_done, done)
         else:
             stats.errors[f"{op}: {outcome}"] += 1
-            stats.last_done = max(stats.last_done, done)
         if not ok and len(stats.bad_answers) < 5 and payload is not None:
             stats.bad_answers.append(f"{op} -> {outcome}: {payload[:300]!r}")
         return payload if ok else None
@@ -197,30 +199,31 @@ async def _client(
         got = await request("get", "GET", url, None)
         if got is None or clock() >= end_window:
             continue
-        obj = json.loads(got)
         new_value = f"updated-{rng.getrandbits(64):016x}"
-        obj["data"]["key0"] = new_value
+        try:
+            obj = json.loads(got)
+            obj["data"]["key0"] = new_value
+        except (ValueError, KeyError, TypeError) as exc:
+            stats.bad_answers.append(f"get of {name}: {exc!r} in {got[:300]!r}")
+            continue
         updated = await request("update", "PUT", url, json.dumps(obj).encode())
         if updated is not None and seq == 1:
             # Once per client: the answer carries what was sent and a newer resourceVersion.
-            answer = json.loads(updated)
             stats.checked += 1
-            rv_before = int(obj["metadata"]["resourceVersion"])
-            rv_after = int(answer["metadata"]["resourceVersion"])
-            if answer["data"].get("key0") != new_value or rv_after <= rv_before:
-                stats.bad_answers.append(
-                    f"update of {name}: key0={answer['data'].get('key0')!r}, "
-                    f"resourceVersion {rv_before} -> {rv_after}"
-                )
+            try:
+                answer = json.loads(updated)
+                rv_before = int(obj["metadata"]["resourceVersion"])
+                rv_after = int(answer["metadata"]["resourceVersion"])
+                good = answer["data"].get("key0") == new_value and rv_after > rv_before
+            except (ValueError, KeyError, TypeError):
+                good = False
+            if not good:
+                stats.bad_answers.append(f"update of {name}: sent key0={new_value!r} on "
+                                         f"{obj['metadata'].get('resourceVersion')!r}, got "
+                                         f"{updated[:300]!r}")
 
 
 async def _load_async(spec: LoadSpec, conn: multiprocessing.connection.Connection) -> LoadStats:
-    import asyncio
-
-    import aiohttp
-
-    from controlplane.auth.pki import client_ssl_context
-
     context = client_ssl_context(spec.ca_pem, spec.cert_pem, spec.key_pem)
     per_url = Counter(spec.urls[n % len(spec.urls)] for n in spec.workers)
     sessions = {
@@ -253,8 +256,6 @@ async def _load_async(spec: LoadSpec, conn: multiprocessing.connection.Connectio
 
 def _load_main(spec: LoadSpec, conn: multiprocessing.connection.Connection) -> None:
     """Entry point of a client process: run the load, send back ("result", LoadStats)."""
-    import asyncio
-
     # Ctrl-C goes to the whole process group; the coordinator stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -665,6 +666,16 @@ def _profile_report(plane: _ProfiledControlPlane, path: str) -> list[str]:
     return lines
 
 
+def _log_warnings(plane: ControlPlane, per_controller: int = 4) -> list[str]:
+    """The last warnings/errors in each controller's log tail (shown when operations failed)."""
+    lines = []
+    for i in range(plane.size):
+        tail = [line for line in plane.log_tail(i).splitlines()
+                if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+        lines.extend(f"  c{i} log: {line[:240]}" for line in tail[-per_controller:])
+    return lines
+
+
 def run_backend(backend: str, settings: Settings, seed: int) -> BackendResult:
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -691,6 +702,8 @@ def run_backend(backend: str, settings: Settings, seed: int) -> BackendResult:
                  time.monotonic() - began, ", ".join(plane.urls))
         result = drive_load(backend, plane, settings, extra, seed)
         result.notes = notes
+        if result.errors:
+            result.notes.extend(_log_warnings(plane))
         if profile_path:
             assert isinstance(plane, _ProfiledControlPlane)
             result.notes.extend(_profile_report(plane, profile_path))
@@ -792,6 +805,8 @@ def detail_lines(r: BackendResult) -> list[str]:
 
 
 def main_sync(settings: Settings) -> None:
+    # Whatever else runs on the machine competes with every process measured here.
+    background = psutil.cpu_percent(interval=1.0) * (psutil.cpu_count() or 1)
     began = time.monotonic()
     mode = "quick" if settings.quick else "full"
     per_proc = math.ceil(settings.clients / settings.procs)
@@ -802,6 +817,8 @@ def main_sync(settings: Settings) -> None:
         f"{psutil.cpu_count()} CPUs; fsync on every commit on both backends",
         flush=True,
     )
+    print(f"machine busy before the start: {background:.0f}% of one core (other work competes "
+          "with the figures below)", flush=True)
     results = []
     for seed, backend in enumerate(BACKENDS, start=1):
         if backend in settings.backends:

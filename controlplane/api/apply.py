@@ -30,7 +30,12 @@ Flow, in the order of the code:
 Simplified against Kubernetes: one API version per kind (no conversion of field sets); the
 Update managers are not capped at 10; equality of values is Python's (``1 == 1.0``); an apply
 entry's time changes only when the object or the entry changed; fields in ``ignore``
-(Kubernetes' reset fields, e.g. ``status`` on the main endpoint) are top-level names only.
+(Kubernetes' reset fields, e.g. ``status`` on the main endpoint) are top-level names only;
+which fields Kubernetes' empty Go object already has (so that an update never owns them
+itself) comes from ``patchmeta``'s ``always_present`` table, not from Go types; a live list
+that cannot be keyed (duplicate or missing keys) is treated as atomic; a malformed apply
+configuration is 400 where Kubernetes sometimes answers 500. A null in a configuration is
+owned by the applier and unsets the field, as Kubernetes' typed decoding makes it.
 """
 
 from __future__ import annotations
@@ -180,17 +185,32 @@ def _element_string(pe: str) -> str:
 # ------------------------------------------------------------------ reading objects
 
 
+_encode_string = json.encoder.encode_basestring  # C-accelerated; UTF-8 left as is, as Go does
+
+
+def _scalar_json(value: Any) -> str:
+    """JSON of a key value; the common cases without the cost of ``json.dumps``."""
+    if isinstance(value, str):
+        return _encode_string(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return _json(value)
+
+
 def _key_element(item: dict[str, Any], lt: ListType) -> str | None:
-    """``k:`` path element of an associative-list element; None if a key field is missing."""
-    key: dict[str, Any] = {}
-    for name in lt.map_keys:
+    """``k:`` path element of an associative-list element (its key fields as a JSON object,
+    sorted by name); None if a key field is missing and has no default."""
+    parts = []
+    for name in sorted(lt.map_keys):
         value = item.get(name)
         if value is None:
             value = dict(lt.key_defaults).get(name)
             if value is None:
                 return None
-        key[name] = value
-    return "k:" + _json(key)
+        parts.append(f"{_encode_string(name)}:{_scalar_json(value)}")
+    return "k:{" + ",".join(parts) + "}"
 
 
 def _elements(items: list[Any], lt: ListType) -> list[tuple[str, Any]] | None:
@@ -208,7 +228,7 @@ def _elements(items: list[Any], lt: ListType) -> list[tuple[str, Any]] | None:
         else:
             if isinstance(item, (dict, list)):
                 return None
-            pe = "v:" + _json(item)
+            pe = "v:" + _scalar_json(item)
             if pe in seen:
                 continue
         seen.add(pe)
@@ -237,7 +257,7 @@ def _added(value: Any, node: Schema) -> Fields | None:
     if isinstance(value, list):
         lt = _keyed(node)
         elements = _elements(value, lt) if lt is not None and value else None
-        if elements is None:
+        if lt is None or elements is None:
             return None if node.always_present and not value else {}
         return _node(not node.always_present,
                      {pe: _added_element(item, node, lt) for pe, item in elements})
@@ -507,7 +527,8 @@ def track_update(old: Obj | None, new: Obj, *, manager: str, api_version: str, n
     the client's edit of them, ``[{}]`` removes them all, and anything else keeps ``old``'s.
     ``ignore`` names top-level fields this endpoint does not write (``status`` on the main
     endpoint of a kind with a status subresource). The result shares everything but its
-    metadata with ``new``.
+    metadata with ``new``, and its unchanged managedFields entries with the inputs: treat them
+    as read-only.
     """
     given = _meta(new).get("managedFields")
     if given == [{}]:
@@ -596,7 +617,8 @@ def apply(live: Obj | None, config: Obj, *, manager: str, force: bool, group: st
     """The object after ``manager`` applies ``config`` to ``live`` (None: create).
 
     Raises ``ApplyConflict`` (409) when the apply would change another manager's fields and
-    ``force`` is false, ``PatchError`` (400) for a malformed configuration.
+    ``force`` is false, ``PatchError`` (400) for a malformed configuration. The result is a
+    new object; only its unchanged managedFields entries are ``live``'s own (read-only).
     """
     _check_config(config, kind, api_version)
     root = patchmeta.schema(group, kind)
@@ -637,9 +659,9 @@ def apply(live: Obj | None, config: Obj, *, manager: str, force: bool, group: st
                                                                        raw=None)
     if me in updated and (changed or removed or last is None or last.fields != applied):
         updated[me] = replace(updated[me], time=now)
-    for parent, key in nulls:
-        if parent.get(key, _MISSING) is None:
-            del parent[key]
+    for parent, name in nulls:
+        if parent.get(name, _MISSING) is None:
+            del parent[name]
     return _with_managed(merged, _encode(updated))
 
 

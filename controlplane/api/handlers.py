@@ -43,7 +43,8 @@ TARGET = web.RequestKey("target", Target)
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    # "replace": text from a URL may hold undecodable bytes; an answer must still go out.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
 def status_success(rt: ResourceType, obj: Obj) -> Obj:

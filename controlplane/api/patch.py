@@ -401,19 +401,18 @@ def _set_element_order(original: dict[str, Any], patch: dict[str, Any], field: s
     if not isinstance(order, list):
         raise PatchError(f"{where}: invalid patch format of setElementOrder list", code=400)
     lt = node.list
-    current, given = original.get(field), patch.get(field, _MISSING)
-    if lt is None or not lt.merge or given is None \
-            or (given is not _MISSING and not isinstance(given, list)):
+    current, given = original.get(field), patch.get(field)
+    if lt is None or not lt.merge or (field in patch and not isinstance(given, list)):
         return False  # nothing to order: the list is replaced or deleted by the main loop
     key = lt.merge_key
-    if given is not _MISSING:
+    if isinstance(given, list):
         _check_order(given, order, key, where)
     server_order = list(current) if isinstance(current, list) else []
-    if isinstance(current, list) and given is not _MISSING:
+    if isinstance(current, list) and isinstance(given, list):
         merged = _smp_list(current, given, node, where)
     elif isinstance(current, list):
         merged = current
-    elif given is not _MISSING:
+    elif isinstance(given, list):
         merged = _smp_list([], given, node, where)
     else:
         return True
@@ -453,14 +452,16 @@ def _smp_list(original: list[Any], patch: list[Any], node: Schema, where: str) -
     """Merge a patch list into the object's list (owned) by the field's strategy."""
     lt = node.list
     if lt is None or not lt.merge:
-        return copy_json(patch)
+        replacement: list[Any] = copy_json(patch)
+        return replacement
     if not original and not patch:
         return original
     key = lt.merge_key
     if key:
         original, patch, replaced = _special_elements(original, patch, key, where)
         if replaced:
-            return copy_json(patch)
+            replacement = copy_json(patch)
+            return replacement
         server_order = list(original)  # merging appends to original
         merged = _merge_by_key(original, patch, key, node, where)
     else:
@@ -513,12 +514,12 @@ def _merge_by_key(original: list[Any], patch: list[Any], key: str, node: Schema,
     for item in patch:
         ident = _ident(_keyed_item(item, key, where)[key])
         at = f"{where}[{key}={json.dumps(item[key])}]"
-        i = positions.get(ident)
-        if i is None:
+        at_index = positions.get(ident)
+        if at_index is None:
             positions[ident] = len(original)
             original.append(_smp_map({}, item, node, at))
         else:
-            original[i] = _smp_map(original[i], item, node, at)
+            original[at_index] = _smp_map(original[at_index], item, node, at)
     return original
 
 

@@ -246,18 +246,25 @@ class Registry:
 
     async def create(self, rt: ResourceType, namespace: str, body: Obj,
                      opts: WriteOptions) -> Obj:
-        obj = self._decode_body(rt, body, opts)
+        obj = await self._prepare_create(rt, namespace, self._decode_body(rt, body, opts))
+        obj = ssa.track_update(None, obj, manager=opts.field_manager or "unknown",
+                               api_version=rt.group_version,
+                               now=obj["metadata"]["creationTimestamp"],
+                               ignore=_reset_fields(rt, ""))
+        return await self._put_new(rt, obj, opts)
+
+    async def _prepare_create(self, rt: ResourceType, namespace: str, obj: Obj) -> Obj:
+        """A decoded body made into a new object: system metadata, defaults, validation."""
         meta = _meta(obj)
         self._check_namespace(rt, namespace, meta)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
                 secrets.choice(_NAME_ALPHABET) for _ in range(5))
-        now = self.clock()
         for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
                     "managedFields", "selfLink"):
             meta.pop(key, None)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = rfc3339(now)
+        meta["creationTimestamp"] = rfc3339(self.clock())
         if rt.strategy.track_generation:
             meta["generation"] = 1
         else:
@@ -269,9 +276,7 @@ class Registry:
             + rt.strategy.validate(obj))
         if rt.namespaced:
             await self._check_namespace_open(namespace)
-        obj = ssa.track_update(None, obj, manager=opts.field_manager or "unknown",
-                               api_version=rt.group_version, now=rfc3339(now))
-        return await self._put_new(rt, obj, opts)
+        return obj
 
     async def _put_new(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> Obj:
         meta = obj["metadata"]
@@ -381,7 +386,7 @@ class Registry:
             meta["managedFields"] = old_meta["managedFields"]
         return ssa.track_update(old, new, manager=opts.field_manager or "unknown",
                                 api_version=rt.group_version, now=rfc3339(self.clock()),
-                                subresource=subresource)
+                                subresource=subresource, ignore=_reset_fields(rt, subresource))
 
     async def _swap(self, rt: ResourceType, kv: KeyValue, old: Obj, new: Obj,
                     opts: WriteOptions) -> Obj | None:
@@ -441,8 +446,6 @@ class Registry:
 
     def _patched(self, rt: ResourceType, old: Obj, patch_type: str, body: Any,
                  opts: WriteOptions) -> Obj:
-        if patch_type == "json" and not isinstance(body, list):
-            raise errors.bad_request("a JSON patch must be an array of operations")
         try:
             if patch_type == "json":
                 return patches.json_patch(old, body)
@@ -452,9 +455,7 @@ class Registry:
                 return patches.strategic_merge_patch(old, body, rt.group, rt.kind)
             return self._apply_config(rt, old, body, opts)
         except patches.PatchError as exc:
-            raise errors.ApiError(422 if patch_type == "json" else 400,
-                                  "Invalid" if patch_type == "json" else "BadRequest",
-                                  str(exc)) from None
+            raise exc.api_error() from None
 
     def _apply_config(self, rt: ResourceType, live: Obj | None, config: Any,
                       opts: WriteOptions) -> Obj:
@@ -471,30 +472,23 @@ class Registry:
         try:
             return ssa.apply(live, config, manager=opts.field_manager, force=opts.force,
                              group=rt.group, kind=rt.kind, api_version=rt.group_version,
-                             now=rfc3339(self.clock()))
+                             now=rfc3339(self.clock()), ignore=_reset_fields(rt, ""))
         except ssa.ApplyConflict as exc:
-            raise errors.ApiError(409, "Conflict", str(exc), causes=exc.causes(),
-                                  kind=rt.plural, group=rt.group) from None
+            raise exc.api_error() from None
 
     async def _apply_create(self, rt: ResourceType, namespace: str, name: str, body: Any,
                             opts: WriteOptions) -> Obj:
+        """An apply patch on a missing object creates it, owned by the applier as Apply."""
         obj = self._apply_config(rt, None, body, opts)
         meta = _meta(obj)
         if meta.get("name", name) != name:
             raise errors.bad_request("the name of the object does not match the name on the URL")
         meta["name"] = name
         managed = meta.get("managedFields")
-        created = await self.create(rt, namespace, obj, WriteOptions(
-            dry_run=opts.dry_run, field_manager=opts.field_manager,
-            field_validation="Ignore", warnings=opts.warnings))
-        if managed is not None and created["metadata"].get("managedFields") != managed:
-            # create() recorded an Update entry; an apply-create owns the fields as Apply.
-            kv = await self.get_kv(rt, namespace, name)
-            if kv is not None and not opts.dry_run:
-                created["metadata"]["managedFields"] = managed
-                done = await self._swap(rt, kv, decode(kv), created, opts)
-                return done or created
-        return created
+        obj = await self._prepare_create(rt, namespace, obj)
+        if managed is not None:
+            obj["metadata"]["managedFields"] = managed
+        return await self._put_new(rt, obj, opts)
 
     def patch_object(self, rt: ResourceType, obj: Obj, patch_type: str, body: Any,
                      opts: WriteOptions) -> Obj:
@@ -834,6 +828,11 @@ class Registry:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _reset_fields(rt: ResourceType, subresource: str) -> tuple[str, ...]:
+    """Top-level fields a write through this endpoint cannot own (Kubernetes' reset fields)."""
+    return ("status",) if rt.strategy.has_status and subresource == "" else ()
 
 
 def _parse_rv(text: str) -> int:

@@ -12,6 +12,7 @@ URLs follow Kubernetes::
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ PATCH_TYPES = {
 }
 _YAML_TYPES = (YAML, "application/x-yaml", "text/yaml")
 MAX_FIELD_MANAGER = 128
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,9 @@ def parse_body(raw: bytes, content_type: str, *, allow_patch: bool = False) -> t
             if len(docs) != 1:
                 raise errors.bad_request(
                     f"the body must hold exactly one YAML document, not {len(docs)}")
-            return docs[0], patch_type
+            return _unicode_clean(docs[0], raw), patch_type
         if kind in (JSON, "") or patch_type:
-            return json.loads(raw), patch_type
+            return _unicode_clean(json.loads(raw), raw), patch_type
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise errors.bad_request(f"the body is not valid JSON: {exc}") from None
     except yaml.YAMLError as exc:
@@ -117,6 +119,26 @@ def parse_body(raw: bytes, content_type: str, *, allow_patch: bool = False) -> t
     except RecursionError:
         raise errors.bad_request("the body is nested too deeply") from None
     raise errors.unsupported_media_type(kind)
+
+
+def _unicode_clean(value: Any, raw: bytes) -> Any:
+    """Lone UTF-16 surrogates (``"\\ud800"``) become U+FFFD, as Go's JSON decoder does.
+
+    They can only come from escapes, so bodies without a backslash skip the walk.
+    """
+    if b"\\" not in raw:
+        return value
+    return _replace_surrogates(value)
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    return value
 
 
 def _one_line(exc: Exception) -> str:

@@ -201,7 +201,7 @@ def test_an_update_moves_the_time_of_its_manager_only() -> None:
 
 def test_track_update_is_cheap() -> None:
     """Every write goes through track_update; 2,000 small ConfigMap writes take well under a
-    second (about 20 ms on a laptop)."""
+    second (a few tens of milliseconds on a laptop)."""
     old = _created()
     started = time.perf_counter()
     for i in range(2000):
