@@ -15,20 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
+import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from raftstore.durability import CorruptDataError
 from raftstore.etcd import EtcdStore
-from raftstore.member import add_raft_arguments, raft_config
+from raftstore.member import SECRET_ENV, add_raft_arguments, raft_config, until_terminated
 from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 from raftstore.store import Store
 
 from .api.server import ApiServer
 from .auth.kubeconfig import write_kubeconfig
-from .auth.pki import ClusterPKI, PKIError
+from .auth.pki import ClusterPKI, PKIError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         raise ConfigError("--etcd-endpoints and --listen-peer exclude each other")
     if data_dir is None and (args.pki_dir is None and not args.insecure):
         raise ConfigError("--pki-dir is required with --etcd-endpoints and no --data-dir")
+    if not etcd and args.secret_file is None and not os.environ.get(SECRET_ENV):
+        args.secret_file = ensure_raft_secret(data_dir)
     return ControllerConfig(
         listen_api=args.listen_api,
         raft=None if etcd else raft_config(args),
@@ -160,15 +163,23 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
     )
 
 
+def ensure_raft_secret(data_dir: Path) -> Path:
+    """``DATA_DIR/raft-secret``, made on first start: a one-controller cluster needs no setup.
+
+    Further controllers must be given the same secret (``--secret-file``, copied from here).
+    """
+    path = data_dir / "raft-secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, secrets.token_hex(16).encode())
+    return path
+
+
 async def serve(config: ControllerConfig) -> None:
     controller = Controller(config)
     await controller.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_terminated()
     finally:
         await controller.stop()
 

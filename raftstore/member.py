@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+async def until_terminated() -> None:
+    """Return on SIGTERM or SIGINT: how a supervisor asks a server process to shut down."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(args: argparse.Namespace) -> None:
     config = raft_config(args)
     peers = config.peers
@@ -112,12 +121,8 @@ async def serve(args: argparse.Namespace) -> None:
         await store.close()
         raise ConfigError(f"cannot listen on {args.listen_client}: {exc.strerror}") from None
     log.warning("member %s serving clients on %s", args.listen_peer, args.listen_client)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_terminated()
     finally:
         await runner.cleanup()
         await store.close()
