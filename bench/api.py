@@ -18,19 +18,24 @@ started inside the measured window; its latency is ``time.monotonic`` around the
 and the read of the whole response. Rates are successful counted operations over the time from the
 start of the window until the last of them completed (failed ones are reported as errors, and do
 not stretch that time: one request stuck until the store's 10 s timeout would otherwise skew the
-rate by half a window). p50/p99 are nearest-rank percentiles of the
-merged samples of all client processes. Writes = creates + updates.
+rate by half a window). p50/p99 are nearest-rank percentiles of the merged samples of all client
+processes. Writes = creates + updates.
 
-During the window the benchmark samples the CPU time (psutil) of each controller (main thread,
-which runs asyncio/HTTP/TLS/the registry, and its other threads, which include pysyncobj's tick
-thread), of the etcd members, of the client processes and of the whole machine.
-
-``--profile`` runs controller 0 of the embedded cluster under cProfile (its main thread only, for
-its whole life) and prints the top functions; the figures of such a run are not representative.
+Where the time goes, sampled over the window: the CPU time (psutil) of each controller, split
+into its main thread (asyncio: HTTP, TLS, JSON, the registry) and its other threads (pysyncobj's
+tick thread), of the etcd members, of the client processes and of the whole machine (what else
+runs there competes with everything measured); the processes the controllers fork (RaftStore
+snapshot writers); writes completed per second; and per controller, the clients' write latency
+next to the controller's own ``/metrics`` histograms (request latency by verb, latency of its
+calls into the store), scraped at both ends of the window. Warnings in the controllers' logs are
+shown. ``--profile`` runs controller c0 of the embedded cluster under cProfile (main thread only,
+its whole life) and prints its top functions; the figures of such a run are not representative.
+``--backend`` and ``--controllers`` are for diagnostics (one backend only, or 1 or 5 members).
 
 The last line is ``api: embedded/etcd write throughput ratio R, writes/s W, p99 P ms`` where W and
 P are the embedded store's write throughput and write p99.
-Usage: ``python bench/api.py [--quick] [--clients N] [--duration S] [--procs P] [--profile]``.
+Usage: ``python bench/api.py [--quick] [--clients N] [--duration S] [--warmup S] [--procs P]
+[--profile] [--backend etcd|embedded] [--controllers 1|3|5] [-v]``.
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class Settings:
     procs: int  # client processes
     profile: bool = False
     backends: tuple[str, ...] = ("etcd", "embedded")
+    controllers: int = CONTROLLERS
 
 
 # -- the load (runs in each client process) --------------------------------------------------
@@ -117,6 +123,7 @@ class LoadSpec:
     cert_pem: bytes
     key_pem: bytes
     seed: int
+    run: str  # in every ConfigMap name, so that names never repeat across runs on one cluster
 
 
 @dataclass
@@ -132,6 +139,7 @@ class LoadStats:
     per_second: Counter[int] = field(default_factory=Counter)  # writes completed, by second
     checked: int = 0  # updates whose answer was checked against what was sent
     bad_answers: list[str] = field(default_factory=list)
+    examples: dict[str, str] = field(default_factory=dict)  # first answer of each failure kind
 
 
 def _configmap(name: str, rng: random.Random) -> dict[str, Any]:
@@ -183,12 +191,12 @@ async def _client(
             stats.last_done = max(stats.last_done, done)
         else:
             stats.errors[f"{op}: {outcome}"] += 1
-        if not ok and len(stats.bad_answers) < 5 and payload is not None:
-            stats.bad_answers.append(f"{op} -> {outcome}: {payload[:300]!r}")
+        if not ok and f"{op} -> {outcome}" not in stats.examples:
+            stats.examples[f"{op} -> {outcome}"] = repr(payload[:300]) if payload else ""
         return payload if ok else None
 
     while clock() < end_window:
-        name = f"bench-{spec.backend}-{number}-{seq}"
+        name = f"bench-{spec.run}-{number}-{seq}"
         seq += 1
         created = await request(
             "create", "POST", collection, json.dumps(_configmap(name, rng)).encode()
@@ -447,6 +455,7 @@ class BackendResult:
     server: list[Scrape | None]  # per controller: its /metrics histograms over the window
     checked: int
     bad_answers: list[str]
+    examples: dict[str, str]
     notes: list[str] = field(default_factory=list)
 
     def count(self, op: str) -> int:
@@ -532,6 +541,7 @@ def drive_load(
                 cert_pem=plane.pki.admin_cert_pem,
                 key_pem=plane.pki.admin_key_pem,
                 seed=seed,
+                run=f"{backend[:4]}{os.getpid() % 10_000}s{seed}",
             )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_load_main, args=(spec, child), name=f"api-load-{p}",
@@ -613,6 +623,7 @@ def drive_load(
         server=[_diff(a, b) for a, b in zip(scraped_after, scraped_before, strict=True)],
         checked=sum(s.checked for s in results),
         bad_answers=[a for s in results for a in s.bad_answers][:5],
+        examples={k: v for s in results for k, v in s.examples.items()},
     )
 
 
@@ -667,11 +678,13 @@ def _profile_report(plane: _ProfiledControlPlane, path: str) -> list[str]:
 
 
 def _log_warnings(plane: ControlPlane, per_controller: int = 4) -> list[str]:
-    """The last warnings/errors in each controller's log tail (shown when operations failed)."""
-    lines = []
+    """The last warnings/errors in each controller's log tail (its first 3 and last 20 lines),
+    leaving out the start-up notice."""
+    lines: list[str] = []
     for i in range(plane.size):
         tail = [line for line in plane.log_tail(i).splitlines()
-                if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+                if (" WARNING " in line or " ERROR " in line or "Traceback" in line)
+                and "API server listening" not in line]
         lines.extend(f"  c{i} log: {line[:240]}" for line in tail[-per_controller:])
     return lines
 
@@ -693,17 +706,16 @@ def run_backend(backend: str, settings: Settings, seed: int) -> BackendResult:
             profile_path = os.path.join(tempfile.gettempdir(),
                                         f"corral-api-c0-{os.getpid()}.prof")
             plane: ControlPlane = _ProfiledControlPlane(
-                CONTROLLERS, etcd_endpoints=endpoints, fsync="always",
+                settings.controllers, etcd_endpoints=endpoints, fsync="always",
                 profiled=0, profile_path=profile_path)
         else:
-            plane = ControlPlane(CONTROLLERS, etcd_endpoints=endpoints, fsync="always")
+            plane = ControlPlane(settings.controllers, etcd_endpoints=endpoints, fsync="always")
         stack.enter_context(plane)
-        log.info("%s: %d controllers up in %.1f s at %s", backend, CONTROLLERS,
+        log.info("%s: %d controllers up in %.1f s at %s", backend, settings.controllers,
                  time.monotonic() - began, ", ".join(plane.urls))
         result = drive_load(backend, plane, settings, extra, seed)
         result.notes = notes
-        if result.errors:
-            result.notes.extend(_log_warnings(plane))
+        result.notes.extend(_log_warnings(plane))
         if profile_path:
             assert isinstance(plane, _ProfiledControlPlane)
             result.notes.extend(_profile_report(plane, profile_path))
@@ -800,7 +812,9 @@ def detail_lines(r: BackendResult) -> list[str]:
     if r.errors:
         lines.append(f"{r.name}: failed operations in the window: {dict(r.errors.most_common())}")
     lines.append(f"{r.name}: {r.checked} update answers checked against what was sent")
-    lines.extend(f"{r.name}: unexpected answer: {a}" for a in r.bad_answers)
+    lines.extend(f"{r.name}: wrong answer: {a}" for a in r.bad_answers)
+    lines.extend(f"{r.name}: first failure of its kind: {kind}: {body}"
+                 for kind, body in sorted(r.examples.items()))
     return lines
 
 
@@ -812,9 +826,9 @@ def main_sync(settings: Settings) -> None:
     per_proc = math.ceil(settings.clients / settings.procs)
     print(
         f"api benchmark ({mode}): ConfigMap create+get+update, {settings.clients} clients over "
-        f"{CONTROLLERS} controllers from {settings.procs} client process(es) (up to {per_proc} "
-        f"each); {settings.warmup:g} s warm-up then {settings.duration:g} s measured per backend; "
-        f"{psutil.cpu_count()} CPUs; fsync on every commit on both backends",
+        f"{settings.controllers} controllers from {settings.procs} client process(es) (up to "
+        f"{per_proc} each); {settings.warmup:g} s warm-up then {settings.duration:g} s measured "
+        f"per backend; {psutil.cpu_count()} CPUs; fsync on every commit on both backends",
         flush=True,
     )
     print(f"machine busy before the start: {background:.0f}% of one core (other work competes "
@@ -879,6 +893,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="run controller c0 of the embedded cluster under cProfile and "
                         "print its top functions (slows it down)")
+    parser.add_argument("--controllers", type=int, choices=(1, 3, 5), default=CONTROLLERS,
+                        help="controllers, and embedded store members (diagnostics; default "
+                        "%(default)s)")
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="measure only this backend (diagnostics; no ratio)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -893,7 +910,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(quick=args.quick, clients=args.clients, duration=duration,
                         warmup=warmup, procs=args.procs, profile=args.profile,
-                        backends=(args.backend,) if args.backend else BACKENDS)
+                        backends=(args.backend,) if args.backend else BACKENDS,
+                        controllers=args.controllers)
     # SIGTERM unwinds like Ctrl-C, so every cluster's context manager stops it.
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -120,6 +120,7 @@ class _Replica(SyncObj):
             bindRetryTime=0.25,
         )
         super().__init__(config.address, [p for p in config.peers if p != config.address], conf)
+        _keep_next_index_monotonic(self)
         self.state = KVStateMachine(history_limit=config.history_limit)
 
     @replicated
@@ -132,6 +133,35 @@ class _Replica(SyncObj):
             ]
         self._on_applied()
         return results
+
+
+def _keep_next_index_monotonic(replica: SyncObj) -> None:
+    """Stop a late acknowledgement from pulling a follower's nextIndex back.
+
+    The leader sends entries pipelined and advances nextIndex as it sends. pysyncobj sets
+    nextIndex to what each successful acknowledgement says, so an ack for an earlier batch that
+    arrives after later batches went out moves it backwards: the leader sends those entries
+    again, and the follower deletes and re-appends them. With writes coming from several
+    members this turns into a resend storm (3 submitting members: 421 writes/s, p99 398 ms,
+    against 2,342 from the leader alone). etcd's raft only ever raises Next on success
+    (``Progress.MaybeUpdate``); a follower that really lacks entries answers with a reset,
+    which still lowers it.
+    """
+    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
+    handle = transport._onMessageReceivedCallback
+
+    def on_message(node: Any, message: Any) -> None:
+        next_index = replica._SyncObj__raftNextIndex  # type: ignore[attr-defined]
+        before = next_index.get(node)
+        handle(node, message)
+        if (before is not None and isinstance(message, dict)
+                and message.get("type") == "next_node_idx" and message.get("success")
+                and not message.get("reset")):
+            next_index = replica._SyncObj__raftNextIndex  # type: ignore[attr-defined]
+            if next_index.get(node, before) < before:
+                next_index[node] = before
+
+    transport.setOnMessageReceivedCallback(on_message)
 
 
 def _wrap_journal(replica: _Replica, config: RaftConfig) -> SyncedJournal:

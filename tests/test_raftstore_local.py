@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from raftstore.commands import pack_batch, unpack_batch
 from raftstore.durability import CorruptDataError
 from raftstore.localprocess import free_ports
-from raftstore.raft import DUMP_FILE, JOURNAL_FILE, ConfigError, RaftConfig, RaftStore
+from raftstore.raft import (
+    DUMP_FILE,
+    JOURNAL_FILE,
+    ConfigError,
+    RaftConfig,
+    RaftStore,
+    _keep_next_index_monotonic,
+)
 from raftstore.store import InvalidRequest
 
 SECRET = "test-secret-0123456789"
@@ -274,3 +282,40 @@ def test_snapshot_child_dies_with_its_member(forker: str, dies: bool) -> None:
     finally:
         if _alive(child):
             os.kill(child, 9)
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self._onMessageReceivedCallback: Any = None
+
+    def setOnMessageReceivedCallback(self, callback: Any) -> None:
+        self._onMessageReceivedCallback = callback
+
+
+class _FakeLeader:
+    """What ``_keep_next_index_monotonic`` touches of a pysyncobj leader, with its ack rule."""
+
+    def __init__(self) -> None:
+        self._SyncObj__transport = _FakeTransport()
+        self._SyncObj__raftNextIndex: dict[str, int] = {"f": 1}
+        self._SyncObj__transport.setOnMessageReceivedCallback(self._on_message)
+
+    def _on_message(self, node: str, message: dict[str, Any]) -> None:
+        # pysyncobj: any successful ack or reset sets nextIndex to what the follower says.
+        self._SyncObj__raftNextIndex[node] = message["next_node_idx"]
+
+    def receive(self, **message: Any) -> None:
+        self._SyncObj__transport._onMessageReceivedCallback("f", message)
+
+
+@pytest.mark.parametrize("ack, reset, expected", [
+    (11, False, 21),  # a late ack of the first batch must not pull nextIndex back
+    (25, False, 25),  # an ack beyond what we thought was sent moves it forward
+    (5, True, 5),     # a follower that lacks entries (reset) still lowers it
+])
+def test_late_acks_do_not_rewind_next_index(ack: int, reset: bool, expected: int) -> None:
+    leader = _FakeLeader()
+    _keep_next_index_monotonic(leader)  # type: ignore[arg-type]
+    leader._SyncObj__raftNextIndex["f"] = 21  # batches 1-10 and 11-20 are in flight
+    leader.receive(type="next_node_idx", next_node_idx=ack, reset=reset, success=not reset)
+    assert leader._SyncObj__raftNextIndex["f"] == expected

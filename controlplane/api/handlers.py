@@ -184,7 +184,7 @@ class ResourceHandler:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise errors.too_large(request.app._client_max_size) from None
+            raise errors.too_large(requests.MAX_BODY) from None
         return requests.parse_body(raw, request.headers.get("Content-Type", ""),
                                    allow_patch=allow_patch)
 
@@ -367,10 +367,10 @@ class ResourceHandler:
         opts: ListOptions = requests.list_options(request.query, target)
         if target.name:
             opts.field_selector = parse_field_selector(f"metadata.name={target.name}")
-        timeout = requests._int(request.query, "timeoutSeconds")
+        timeout = requests.int_param(request.query, "timeoutSeconds")
         if timeout is None:
             timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
-        bookmarks = requests._flag(request.query, "allowWatchBookmarks")
+        bookmarks = requests.flag_param(request.query, "allowWatchBookmarks")
         response = web.StreamResponse(headers={"Content-Type": requests.JSON,
                                                "Transfer-Encoding": "chunked"})
         await response.prepare(request)

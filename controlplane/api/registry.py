@@ -177,6 +177,24 @@ class Registry:
             raise errors.not_found(rt.group, rt.plural, name)
         return decode(kv)
 
+    async def current(self, rt: ResourceType, namespace: str, name: str, *, attempt: int = 0,
+                      at_least: int = 0) -> KeyValue | None:
+        """The stored object a write starts from.
+
+        A first attempt reads the local replica: no log entry, no round trip. That is safe
+        because every write is a compare-and-swap on what was read, so a stale read fails and
+        the retry (``attempt`` > 0) reads linearizably. A key missing locally, or older than
+        the version the client names (``at_least``), is read linearizably at once, so nobody is
+        told NotFound or Conflict because this replica lags.
+        """
+        key = rt.key(namespace, name)
+        if attempt == 0:
+            kv, _ = await self._store_call(self.store.get(key, serializable=True))
+            if kv is not None and kv.mod_revision >= at_least:
+                return kv
+        kv, _ = await self._store_call(self.store.get(key))
+        return kv
+
     async def get_kv(self, rt: ResourceType, namespace: str, name: str) -> KeyValue | None:
         kv, _ = await self._store_call(self.store.get(rt.key(namespace, name)))
         return kv
@@ -304,7 +322,7 @@ class Registry:
         meta["namespace"] = namespace
 
     async def _check_namespace_open(self, namespace: str) -> None:
-        kv = await self.get_kv(NAMESPACES, "", namespace)
+        kv = await self.current(NAMESPACES, "", namespace)
         if kv is None:
             raise errors.not_found("", "namespaces", namespace)
         ns = decode(kv)
@@ -327,11 +345,12 @@ class Registry:
                 f"the URL ({name})")
         meta["name"] = name
         wanted_rv = meta.get("resourceVersion") or ""
-        for _ in range(CONFLICT_RETRIES):
-            kv = await self.get_kv(rt, namespace, name)
+        wanted = _parse_rv(wanted_rv) if wanted_rv else 0
+        for attempt in range(CONFLICT_RETRIES):
+            kv = await self.current(rt, namespace, name, attempt=attempt, at_least=wanted)
             if kv is None:
                 raise errors.not_found(rt.group, rt.plural, name)
-            if wanted_rv and _parse_rv(wanted_rv) != kv.mod_revision:
+            if wanted and wanted != kv.mod_revision:
                 raise self._stale(rt, name)
             old = decode(kv)
             candidate = self._prepare_update(rt, json_copy(new), old, opts, subresource)
@@ -420,8 +439,8 @@ class Registry:
     async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str,
                     body: Any, opts: WriteOptions, *, subresource: str = "") -> tuple[Obj, bool]:
         """Apply a patch to the current object; (result, created). Retries lost races."""
-        for _ in range(CONFLICT_RETRIES):
-            kv = await self.get_kv(rt, namespace, name)
+        for attempt in range(CONFLICT_RETRIES):
+            kv = await self.current(rt, namespace, name, attempt=attempt)
             if kv is None:
                 if patch_type != "apply":
                     raise errors.not_found(rt.group, rt.plural, name)
@@ -497,8 +516,8 @@ class Registry:
 
     async def bind(self, namespace: str, name: str, node: str, opts: WriteOptions) -> Obj:
         """pods/binding: assign a pending pod to ``node``, at most once (the scheduler's write)."""
-        for _ in range(CONFLICT_RETRIES):
-            kv = await self.get_kv(PODS, namespace, name)
+        for attempt in range(CONFLICT_RETRIES):
+            kv = await self.current(PODS, namespace, name, attempt=attempt)
             if kv is None:
                 raise errors.not_found("", "pods", name)
             old = decode(kv)
@@ -526,8 +545,9 @@ class Registry:
     async def delete(self, rt: ResourceType, namespace: str, name: str,
                      opts: DeleteOptions) -> tuple[Obj, bool]:
         """Delete or start deleting; (object, gone now). Dependents follow ``propagation``."""
-        for _ in range(CONFLICT_RETRIES):
-            kv = await self.get_kv(rt, namespace, name)
+        wanted = _parse_rv(opts.resource_version) if opts.resource_version else 0
+        for attempt in range(CONFLICT_RETRIES):
+            kv = await self.current(rt, namespace, name, attempt=attempt, at_least=wanted)
             if kv is None:
                 raise errors.not_found(rt.group, rt.plural, name)
             obj = decode(kv)
@@ -536,7 +556,7 @@ class Registry:
                 raise errors.conflict(rt.group, rt.plural, name,
                                       f"Precondition failed: UID in precondition: {opts.uid}, "
                                       f"UID in object meta: {meta.get('uid')}")
-            if opts.resource_version and _parse_rv(opts.resource_version) != kv.mod_revision:
+            if wanted and wanted != kv.mod_revision:
                 raise errors.conflict(rt.group, rt.plural, name,
                                       "Precondition failed: the resourceVersion in the "
                                       "precondition does not match")

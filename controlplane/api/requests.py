@@ -35,6 +35,8 @@ PATCH_TYPES = {
 }
 _YAML_TYPES = (YAML, "application/x-yaml", "text/yaml")
 MAX_FIELD_MANAGER = 128
+#: Largest request body accepted (Kubernetes' limit is 3 MiB).
+MAX_BODY = 3 * 1024 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -145,7 +147,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _flag(query: Any, name: str) -> bool:
+def flag_param(query: Any, name: str) -> bool:
     value = query.get(name, "").lower()
     if value in ("", "false", "0"):
         return False
@@ -154,7 +156,7 @@ def _flag(query: Any, name: str) -> bool:
     raise errors.bad_request(f"invalid value for {name}: {value!r} (want true or false)")
 
 
-def _int(query: Any, name: str, *, minimum: int = 0) -> int | None:
+def int_param(query: Any, name: str, *, minimum: int = 0) -> int | None:
     if name not in query:
         return None
     try:
@@ -167,13 +169,13 @@ def _int(query: Any, name: str, *, minimum: int = 0) -> int | None:
 
 
 def is_watch(query: Any, target: Target) -> bool:
-    return target.watch_path or _flag(query, "watch")
+    return target.watch_path or flag_param(query, "watch")
 
 
 def list_options(query: Any, target: Target) -> ListOptions:
     """labelSelector, fieldSelector, limit, continue and resourceVersion of a list or watch."""
     opts = ListOptions(
-        limit=_int(query, "limit") or 0,
+        limit=int_param(query, "limit") or 0,
         continue_token=query.get("continue", ""),
         resource_version=query.get("resourceVersion", ""),
         resource_version_match=query.get("resourceVersionMatch", ""),
@@ -227,7 +229,7 @@ def write_params(query: Any, user_agent: str, patch_type: str = "") -> WritePara
     if validation not in ("Strict", "Warn", "Ignore"):
         raise errors.bad_request(
             f"fieldValidation {validation!r} is invalid: valid values are Ignore, Warn, Strict")
-    force = _flag(query, "force")
+    force = flag_param(query, "force")
     if force and patch_type != "apply":
         raise errors.bad_request("force may only be set for apply patches")
     return WriteParams(bool(dry), manager, validation, force)
@@ -242,13 +244,13 @@ def delete_options(query: Any, body: Any) -> DeleteOptions:
         opts = body
     grace = opts.get("gracePeriodSeconds")
     if grace is None:
-        grace = _int(query, "gracePeriodSeconds")
+        grace = int_param(query, "gracePeriodSeconds")
     if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
         raise errors.bad_request(f"invalid gracePeriodSeconds: {grace!r}")
     propagation = opts.get("propagationPolicy") or query.get("propagationPolicy", "")
     orphan = opts.get("orphanDependents")
     if orphan is None and "orphanDependents" in query:
-        orphan = _flag(query, "orphanDependents")
+        orphan = flag_param(query, "orphanDependents")
     if orphan is not None:
         if propagation:
             raise errors.bad_request(

@@ -27,13 +27,11 @@ from . import discovery, errors, openapi
 from .handlers import TARGET, USER, VERB, ResourceHandler, dumps
 from .metrics import ApiMetrics, InstrumentedStore
 from .registry import Registry, WriteOptions
-from .requests import Target
+from .requests import MAX_BODY, Target
 from .resources import lookup
 
 log = logging.getLogger(__name__)
 
-#: Largest request body accepted (Kubernetes' limit is 3 MiB).
-MAX_BODY = 3 * 1024 * 1024
 #: The minor version /version reports. The installed kubectl dispatcher picks the kubectl
 #: matching it; 1.31 sends JSON bodies everywhere, 1.32's `create namespace|configmap|secret|
 #: deployment` send protobuf, which this server does not decode (docs/api.md).
