@@ -65,6 +65,7 @@ class Controller:
     def url(self) -> str:
         host, _ = split_hostport(self.config.listen_api, "--listen-api")
         scheme = "http" if self.config.insecure else "https"
+        host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
@@ -193,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorruptDataError, PKIError) as exc:
         sys.stderr.write(f"corral controller: {exc}\n")
         return 2
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the details in the log
+        log.debug("controller failed", exc_info=True)
+        sys.stderr.write(f"corral controller: {type(exc).__name__}: {exc} (run with "
+                         "--log-level DEBUG for details)\n")
+        return 1
     return 0
 
 

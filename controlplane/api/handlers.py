@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..auth.authn import User
 from ..auth.authz import RequestAttributes, authorize, needs_existing
 from . import errors, requests, table
 from .metrics import ApiMetrics
-from .registry import PODS, ListOptions, Registry, WriteOptions, decode, json_copy
+from .registry import PODS, ListOptions, Registry, WriteOptions, decode
 from .requests import Output, Target
 from .resources import ResourceType, lookup
 from .selectors import parse_field_selector, selector_to_string
@@ -47,9 +47,11 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
 
 
-def status_success(rt: ResourceType, obj: Obj) -> Obj:
+def status_success(rt: ResourceType, obj: Obj, code: int = 200) -> Obj:
+    """The Status Kubernetes answers a verb whose result is not an object."""
     meta = obj.get("metadata") or {}
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "code": code,
             "details": {"name": meta.get("name", ""), "group": rt.group, "kind": rt.plural,
                         "uid": meta.get("uid", "")}}
 
@@ -67,14 +69,31 @@ class ResourceHandler:
             raise errors.ApiError(404, "NotFound",
                                   "the server could not find the requested resource")
         verb = self._verb(request, target)
+        handler = self._routes.get((target.subresource, verb))
+        if handler is None or (target.subresource and verb == "watch"):
+            where = f"{target.rt.plural}/{target.subresource}" if target.subresource \
+                else target.rt.plural
+            raise errors.method_not_allowed(f"{request.method} is not supported on {where}")
         request[VERB], request[TARGET] = verb, target
         output = requests.output_for(request.headers.get("Accept", ""))
         await self._authorize(request, verb, target)
-        if verb == "watch":
-            return await self._watch(request, target, output)
-        if target.subresource in ("scale", "binding", "eviction", "log"):
-            return await getattr(self, f"_{target.subresource}")(request, target, verb, output)
-        return await getattr(self, f"_{verb}")(request, target, output)
+        return await handler(request, target, verb, output)
+
+    @property
+    def _routes(self) -> dict[tuple[str, str], Callable[..., Awaitable[web.StreamResponse]]]:
+        """(subresource, verb) -> handler: everything else is 405, whatever the URL."""
+        return {
+            ("", "get"): self._get, ("", "list"): self._list, ("", "watch"): self._watch,
+            ("", "create"): self._create, ("", "update"): self._update,
+            ("", "patch"): self._patch, ("", "delete"): self._delete,
+            ("", "deletecollection"): self._deletecollection,
+            ("status", "get"): self._get, ("status", "update"): self._update,
+            ("status", "patch"): self._patch,
+            ("scale", "get"): self._scale, ("scale", "update"): self._scale,
+            ("scale", "patch"): self._scale,
+            ("binding", "create"): self._binding, ("eviction", "create"): self._eviction,
+            ("log", "get"): self._log,
+        }
 
     @staticmethod
     def _verb(request: web.Request, target: Target) -> str:
@@ -83,16 +102,13 @@ class ResourceHandler:
             if requests.is_watch(request.query, target):
                 return "watch"
             return "get" if named else "list"
-        if method == "POST":
-            if named and target.subresource in ("binding", "eviction"):
-                return "create"
-            if not named:
-                return "create"
-        elif method == "PUT" and named:
+        if method == "POST" and (not named or target.subresource):
+            return "create"
+        if method == "PUT" and named:
             return "update"
-        elif method == "PATCH" and named:
+        if method == "PATCH" and named:
             return "patch"
-        elif method == "DELETE":
+        if method == "DELETE" and not target.subresource:
             return "delete" if named else "deletecollection"
         raise errors.method_not_allowed(f"{method} is not supported on this URL")
 
@@ -154,11 +170,13 @@ class ResourceHandler:
 
     # ------------------------------------------------------------ verbs
 
-    async def _get(self, request: web.Request, target: Target, output: Output) -> web.Response:
+    async def _get(self, request: web.Request, target: Target, verb: str,
+                   output: Output) -> web.Response:
         obj = await self.registry.get(target.rt, target.namespace, target.name)
         return self._respond(request, self._shape(target, obj, output, request), output)
 
-    async def _list(self, request: web.Request, target: Target, output: Output) -> web.Response:
+    async def _list(self, request: web.Request, target: Target, verb: str,
+                    output: Output) -> web.Response:
         opts = requests.list_options(request.query, target)
         result = await self.registry.list(target.rt, target.namespace, opts)
         list_meta: dict[str, Any] = {"resourceVersion": str(result.resource_version)}
@@ -194,16 +212,16 @@ class ResourceHandler:
         return WriteOptions(dry_run=params.dry_run, field_manager=params.field_manager,
                             field_validation=params.field_validation, force=params.force)
 
-    async def _create(self, request: web.Request, target: Target, output: Output
-                      ) -> web.Response:
+    async def _create(self, request: web.Request, target: Target, verb: str,
+                      output: Output) -> web.Response:
         body, _ = await self._read_body(request)
         opts = self._write_options(request)
         obj = await self.registry.create(target.rt, target.namespace, body, opts)
         return self._respond(request, self._shape(target, obj, output, request), output,
                              status=201, warnings=opts.warnings)
 
-    async def _update(self, request: web.Request, target: Target, output: Output
-                      ) -> web.Response:
+    async def _update(self, request: web.Request, target: Target, verb: str,
+                      output: Output) -> web.Response:
         body, _ = await self._read_body(request)
         opts = self._write_options(request)
         obj = await self.registry.update(target.rt, target.namespace, target.name, body, opts,
@@ -211,7 +229,8 @@ class ResourceHandler:
         return self._respond(request, self._shape(target, obj, output, request), output,
                              warnings=opts.warnings)
 
-    async def _patch(self, request: web.Request, target: Target, output: Output) -> web.Response:
+    async def _patch(self, request: web.Request, target: Target, verb: str,
+                     output: Output) -> web.Response:
         body, patch_type = await self._read_body(request, allow_patch=True)
         opts = self._write_options(request, patch_type)
         obj, created = await self.registry.patch(target.rt, target.namespace, target.name,
@@ -229,8 +248,8 @@ class ResourceHandler:
         body, _ = requests.parse_body(raw, request.headers.get("Content-Type", "application/json"))
         return body
 
-    async def _delete(self, request: web.Request, target: Target, output: Output
-                      ) -> web.Response:
+    async def _delete(self, request: web.Request, target: Target, verb: str,
+                      output: Output) -> web.Response:
         opts = requests.delete_options(request.query, await self._delete_body(request))
         obj, gone = await self.registry.delete(target.rt, target.namespace, target.name, opts)
         if gone and target.rt is not PODS:
@@ -238,8 +257,8 @@ class ResourceHandler:
         return self._respond(request, self._shape(target, obj, output, request), output,
                              status=200 if gone else 202)
 
-    async def _deletecollection(self, request: web.Request, target: Target, output: Output
-                                ) -> web.Response:
+    async def _deletecollection(self, request: web.Request, target: Target, verb: str,
+                                output: Output) -> web.Response:
         opts = requests.delete_options(request.query, await self._delete_body(request))
         list_opts = requests.list_options(request.query, target)
         items = await self.registry.delete_collection(target.rt, target.namespace, list_opts,
@@ -262,34 +281,38 @@ class ResourceHandler:
                        "selector": selector_to_string(selector)},
         }
 
-    async def _scale(self, request: web.Request, target: Target, verb: str, output: Output
-                     ) -> web.Response:
-        """autoscaling/v1 Scale over spec.replicas, with the parent's resourceVersion."""
+    async def _scale(self, request: web.Request, target: Target, verb: str,
+                     output: Output) -> web.Response:
+        """autoscaling/v1 Scale over spec.replicas, with the parent's resourceVersion.
+
+        A change is written as a merge patch of spec.replicas (carrying the Scale's
+        resourceVersion when the client gave one), so it never overwrites other fields.
+        """
         rt = target.rt
         if verb == "get":
             obj = await self.registry.get(rt, target.namespace, target.name)
             return self._respond(request, self._scale_of(obj), output)
         body, patch_type = await self._read_body(request, allow_patch=verb == "patch")
-        opts = self._write_options(request, patch_type)
         if patch_type == "apply":
             raise errors.unsupported_media_type("application/apply-patch+yaml")
-        obj = await self.registry.get(rt, target.namespace, target.name)
-        scale = self._scale_of(obj)
+        opts = self._write_options(request, patch_type)
         if verb == "patch":
-            scale = self.registry.patch_object(rt, scale, patch_type, body, opts)
-        elif not isinstance(body, dict):
-            raise errors.bad_request("the body of a Scale must be a JSON object")
-        else:
+            obj = await self.registry.get(rt, target.namespace, target.name)
+            scale = self.registry.patch_object(rt, self._scale_of(obj), patch_type, body, opts)
+        elif isinstance(body, dict):
             scale = body
-        replicas = (scale.get("spec") or {}).get("replicas")
+        else:
+            raise errors.bad_request("the body of a Scale must be a JSON object")
+        replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise errors.invalid("autoscaling", "Scale", target.name, [errors.invalid_value(
                 "spec.replicas", replicas, "must be greater than or equal to 0")])
-        new = json_copy(obj)
-        new.setdefault("spec", {})["replicas"] = replicas
-        rv = (scale.get("metadata") or {}).get("resourceVersion") or ""
-        new["metadata"]["resourceVersion"] = rv if verb == "update" else ""
-        updated = await self.registry.update(rt, target.namespace, target.name, new, opts)
+        change: dict[str, Any] = {"spec": {"replicas": replicas}}
+        rv = (scale.get("metadata") or {}).get("resourceVersion") if verb == "update" else None
+        if rv:
+            change["metadata"] = {"resourceVersion": rv}
+        updated, _ = await self.registry.patch(rt, target.namespace, target.name, "merge",
+                                               change, opts)
         return self._respond(request, self._scale_of(updated), output)
 
     async def _binding(self, request: web.Request, target: Target, verb: str, output: Output
@@ -300,9 +323,8 @@ class ResourceHandler:
         if not isinstance(node, str) or not node:
             raise errors.invalid("", "Binding", target.name, [errors.required("target.name")])
         opts = self._write_options(request)
-        await self.registry.bind(target.namespace, target.name, node, opts)
-        return self._respond(request, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                       "status": "Success", "code": 201}, output, status=201)
+        pod = await self.registry.bind(target.namespace, target.name, node, opts)
+        return self._respond(request, status_success(target.rt, pod, 201), output, status=201)
 
     async def _eviction(self, request: web.Request, target: Target, verb: str, output: Output
                         ) -> web.Response:
@@ -311,9 +333,8 @@ class ResourceHandler:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of an Eviction must be a JSON object")
         opts = requests.delete_options(request.query, body.get("deleteOptions"))
-        await self.registry.delete(target.rt, target.namespace, target.name, opts)
-        return self._respond(request, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                       "status": "Success", "code": 201}, output, status=201)
+        pod, _ = await self.registry.delete(target.rt, target.namespace, target.name, opts)
+        return self._respond(request, status_success(target.rt, pod, 201), output, status=201)
 
     async def _log(self, request: web.Request, target: Target, verb: str, output: Output
                    ) -> web.StreamResponse:
@@ -343,8 +364,10 @@ class ResourceHandler:
                   if k in ("follow", "tailLines", "previous", "timestamps", "sinceSeconds",
                            "limitBytes")}
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        # No total timeout: `kubectl logs -f` follows for as long as the user wants.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         try:
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.get(upstream, params=params,
                                        ssl=request.app.get("agent_ssl")) as answer:
                     if answer.status != 200:
@@ -353,7 +376,7 @@ class ResourceHandler:
                     await response.prepare(request)
                     async for chunk in answer.content.iter_any():
                         await response.write(chunk)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, TimeoutError, ConnectionResetError) as exc:
             if response.prepared:
                 return response
             raise errors.unavailable(f"cannot reach the agent of node {node_name}: {exc}"
@@ -362,8 +385,8 @@ class ResourceHandler:
 
     # ------------------------------------------------------------ watch
 
-    async def _watch(self, request: web.Request, target: Target, output: Output
-                     ) -> web.StreamResponse:
+    async def _watch(self, request: web.Request, target: Target, verb: str,
+                     output: Output) -> web.StreamResponse:
         opts: ListOptions = requests.list_options(request.query, target)
         if target.name:
             opts.field_selector = parse_field_selector(f"metadata.name={target.name}")
@@ -391,12 +414,23 @@ class ResourceHandler:
             except TimeoutError:
                 pass
             except errors.ApiError as exc:
-                await response.write(dumps({"type": "ERROR", "object": exc.status()}) + b"\n")
-            except (ConnectionResetError, asyncio.CancelledError):
-                raise
+                await self._write_quietly(response, {"type": "ERROR", "object": exc.status()})
+            except ConnectionResetError:
+                pass  # the client left
+            except Exception:  # noqa: BLE001 - the stream has started: end it, never a 500
+                log.exception("watch of %s ended by an internal error", rt.plural)
+                status = errors.ApiError(500, "InternalError", "the watch ended unexpectedly")
+                await self._write_quietly(response, {"type": "ERROR", "object": status.status()})
             finally:
                 await events.aclose()
         return response
+
+    @staticmethod
+    async def _write_quietly(response: web.StreamResponse, event: Obj) -> None:
+        try:
+            await response.write(dumps(event) + b"\n")
+        except ConnectionResetError:
+            pass
 
 
 def _agent_url(node: Obj) -> str | None:

@@ -21,11 +21,13 @@ import asyncio
 import base64
 import json
 import logging
+import random
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgpack
@@ -45,7 +47,7 @@ from raftstore.store import (
 from . import apply as ssa
 from . import errors, schema, validation
 from . import patch as patches
-from .resources import ResourceType, lookup
+from .resources import RESOURCES, ResourceType, lookup
 from .selectors import FieldSelector, LabelSelector
 from .strategy import Obj
 
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Attempts of an unconditional update or a patch that lost a race to another writer.
 CONFLICT_RETRIES = 8
+#: How long deleted owners gather before one sweep looks for their dependents.
+GC_GATHER_SECONDS = 0.2
 NAMESPACES = lookup("", "v1", "namespaces")
 PODS = lookup("", "v1", "pods")
 #: Characters Kubernetes uses for generateName suffixes (no vowels, no look-alikes).
@@ -134,6 +138,25 @@ def _without_volatile(obj: Obj) -> Obj:
     return {**obj, "metadata": meta}
 
 
+class _NoOp:
+    """A write that changed nothing, carrying what to answer."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+#: A compare-and-swap that found the key changed since it was read.
+LOST = object()
+
+
+def _ownership(obj: Obj) -> list[tuple[Any, ...]]:
+    """managedFields without their timestamps: a change of owners alone is a real write."""
+    return [(m.get("manager"), m.get("operation"), m.get("subresource"), m.get("fieldsV1"))
+            for m in (obj.get("metadata") or {}).get("managedFields") or ()]
+
+
 def _spec_part(obj: Obj) -> Obj:
     """What metadata.generation counts: everything except metadata and status."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
@@ -168,11 +191,13 @@ class Registry:
         self.clock = clock
         self.watch_progress_interval = watch_progress_interval
         self._background: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, list[Any]] = {}
+        self._gc_pending: dict[str, set[Any]] = {}
 
     # ---------------------------------------------------------------- reads
 
     async def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
-        kv, _ = await self._store_call(self.store.get(rt.key(namespace, name)))
+        kv = await self.get_kv(rt, namespace, name)
         if kv is None:
             raise errors.not_found(rt.group, rt.plural, name)
         return decode(kv)
@@ -332,6 +357,55 @@ class Registry:
                 f"unable to create new content in namespace {namespace} because it is being "
                 "terminated", kind="namespaces", name=namespace)
 
+    # ---------------------------------------------------------------- the write loop
+
+    async def _rewrite(self, rt: ResourceType, namespace: str, name: str,
+                       attempt_write: Callable[[KeyValue | None], Awaitable[Any]], *,
+                       at_least: int = 0, conditional: bool = False) -> Any:
+        """Run ``attempt_write`` on the current object until it wins its compare-and-swap.
+
+        ``attempt_write(kv)`` returns the result, or ``LOST`` when the key moved under it.
+        The first attempt reads the local replica (``current``); what it concludes from that
+        read (an error, a no-op ``NOOP(result)``, a lost race) is decided again from a
+        linearizable read, so a lagging replica never answers for the cluster. Writers of one
+        key in this process take turns; a write that names a resourceVersion (``conditional``)
+        fails on a lost race, others retry with back-off, as Kubernetes' GuaranteedUpdate.
+        """
+        async with self._key_lock(rt.key(namespace, name)):
+            for attempt in range(CONFLICT_RETRIES):
+                kv = await self.current(rt, namespace, name, attempt=attempt, at_least=at_least)
+                try:
+                    result = await attempt_write(kv)
+                except errors.ApiError:
+                    if attempt == 0:
+                        continue
+                    raise
+                if isinstance(result, _NoOp):
+                    if attempt == 0:
+                        continue
+                    return result.value
+                if result is not LOST:
+                    return result
+                if conditional and attempt > 0:
+                    break
+                if attempt > 0:
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+        raise self._stale(rt, name)
+
+    @asynccontextmanager
+    async def _key_lock(self, key: str) -> AsyncIterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[key]
+
     # ---------------------------------------------------------------- update
 
     async def update(self, rt: ResourceType, namespace: str, name: str, body: Obj,
@@ -346,20 +420,18 @@ class Registry:
         meta["name"] = name
         wanted_rv = meta.get("resourceVersion") or ""
         wanted = _parse_rv(wanted_rv) if wanted_rv else 0
-        for attempt in range(CONFLICT_RETRIES):
-            kv = await self.current(rt, namespace, name, attempt=attempt, at_least=wanted)
+
+        async def attempt_write(kv: KeyValue | None) -> Any:
             if kv is None:
                 raise errors.not_found(rt.group, rt.plural, name)
             if wanted and wanted != kv.mod_revision:
                 raise self._stale(rt, name)
             old = decode(kv)
             candidate = self._prepare_update(rt, json_copy(new), old, opts, subresource)
-            done = await self._swap(rt, kv, old, candidate, opts)
-            if done is not None:
-                return done
-            if wanted_rv:
-                raise self._stale(rt, name)
-        raise self._stale(rt, name)
+            return await self._swap(rt, kv, old, candidate, opts)
+
+        return await self._rewrite(rt, namespace, name, attempt_write, at_least=wanted,
+                                   conditional=bool(wanted))
 
     @staticmethod
     def _stale(rt: ResourceType, name: str) -> errors.ApiError:
@@ -408,20 +480,24 @@ class Registry:
                                 subresource=subresource, ignore=_reset_fields(rt, subresource))
 
     async def _swap(self, rt: ResourceType, kv: KeyValue, old: Obj, new: Obj,
-                    opts: WriteOptions) -> Obj | None:
-        """Write ``new`` over ``old`` if the key is still at ``kv``; None if it moved."""
-        if _without_volatile(new) == _without_volatile(old):
-            return old
+                    opts: WriteOptions) -> Any:
+        """Write ``new`` over ``old`` if the key is still at ``kv``: the written object,
+        ``NOOP(old)`` when nothing changed (no write, as Kubernetes), or ``LOST``."""
+        if _without_volatile(new) == _without_volatile(old) and \
+                _ownership(new) == _ownership(old):
+            return _NoOp(old)
         meta = new["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers") \
-                and not old["metadata"].get("deletionGracePeriodSeconds"):
-            # The last finalizer is gone: the object goes away now.
+                and not old["metadata"].get("deletionGracePeriodSeconds") \
+                and rt is not NAMESPACES:
+            # The last finalizer is gone: the object goes away now. (A namespace goes when
+            # its content is gone: ``_finish_deletion``.)
             if opts.dry_run:
                 return new
             result = await self._store_call(self.store.txn(
                 [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
             if not result.succeeded:
-                return None
+                return LOST
             meta["resourceVersion"] = str(result.revision)
             self._after_delete(rt, new)
             return new
@@ -430,7 +506,7 @@ class Registry:
         result = await self._store_call(self.store.txn(
             [Compare.mod_revision(kv.key, kv.mod_revision)], [Put(kv.key, encode(new))]))
         if not result.succeeded:
-            return None
+            return LOST
         meta["resourceVersion"] = str(result.revision)
         return new
 
@@ -439,8 +515,8 @@ class Registry:
     async def patch(self, rt: ResourceType, namespace: str, name: str, patch_type: str,
                     body: Any, opts: WriteOptions, *, subresource: str = "") -> tuple[Obj, bool]:
         """Apply a patch to the current object; (result, created). Retries lost races."""
-        for attempt in range(CONFLICT_RETRIES):
-            kv = await self.current(rt, namespace, name, attempt=attempt)
+
+        async def attempt_write(kv: KeyValue | None) -> Any:
             if kv is None:
                 if patch_type != "apply":
                     raise errors.not_found(rt.group, rt.plural, name)
@@ -459,9 +535,11 @@ class Registry:
             if patch_type == "apply":
                 candidate["metadata"]["managedFields"] = patched["metadata"].get("managedFields")
             done = await self._swap(rt, kv, old, candidate, opts)
-            if done is not None:
-                return done, False
-        raise self._stale(rt, name)
+            if isinstance(done, _NoOp):
+                return _NoOp((done.value, False))
+            return LOST if done is LOST else (done, False)
+
+        return await self._rewrite(rt, namespace, name, attempt_write)
 
     def _patched(self, rt: ResourceType, old: Obj, patch_type: str, body: Any,
                  opts: WriteOptions) -> Obj:
@@ -516,8 +594,8 @@ class Registry:
 
     async def bind(self, namespace: str, name: str, node: str, opts: WriteOptions) -> Obj:
         """pods/binding: assign a pending pod to ``node``, at most once (the scheduler's write)."""
-        for attempt in range(CONFLICT_RETRIES):
-            kv = await self.current(PODS, namespace, name, attempt=attempt)
+
+        async def attempt_write(kv: KeyValue | None) -> Any:
             if kv is None:
                 raise errors.not_found("", "pods", name)
             old = decode(kv)
@@ -535,10 +613,9 @@ class Registry:
             conditions.append({"type": "PodScheduled", "status": "True",
                                "lastTransitionTime": rfc3339(self.clock())})
             new["status"]["conditions"] = conditions
-            done = await self._swap(PODS, kv, old, new, opts)
-            if done is not None:
-                return done
-        raise self._stale(PODS, name)
+            return await self._swap(PODS, kv, old, new, opts)
+
+        return await self._rewrite(PODS, namespace, name, attempt_write)
 
     # ---------------------------------------------------------------- delete
 
@@ -546,8 +623,8 @@ class Registry:
                      opts: DeleteOptions) -> tuple[Obj, bool]:
         """Delete or start deleting; (object, gone now). Dependents follow ``propagation``."""
         wanted = _parse_rv(opts.resource_version) if opts.resource_version else 0
-        for attempt in range(CONFLICT_RETRIES):
-            kv = await self.current(rt, namespace, name, attempt=attempt, at_least=wanted)
+
+        async def attempt_write(kv: KeyValue | None) -> Any:
             if kv is None:
                 raise errors.not_found(rt.group, rt.plural, name)
             obj = decode(kv)
@@ -560,13 +637,14 @@ class Registry:
                 raise errors.conflict(rt.group, rt.plural, name,
                                       "Precondition failed: the resourceVersion in the "
                                       "precondition does not match")
-            result = await self._delete_once(rt, kv, obj, opts)
-            if result is not None:
-                return result
-        raise self._stale(rt, name)
+            return await self._delete_once(rt, kv, obj, opts)
+
+        return await self._rewrite(rt, namespace, name, attempt_write, at_least=wanted,
+                                   conditional=bool(wanted or opts.uid))
 
     async def _delete_once(self, rt: ResourceType, kv: KeyValue, obj: Obj,
-                           opts: DeleteOptions) -> tuple[Obj, bool] | None:
+                           opts: DeleteOptions) -> Any:
+        """(object, gone now), NOOP when already deleting as asked, or LOST."""
         meta = obj["metadata"]
         propagation = opts.propagation or "Background"
         finalizers = list(meta.get("finalizers") or ())
@@ -582,16 +660,19 @@ class Registry:
             result = await self._store_call(self.store.txn(
                 [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
             if not result.succeeded:
-                return None
+                return LOST
             meta["resourceVersion"] = str(result.revision)
             self._after_delete(rt, obj)
             return obj, True
         if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or ()) \
                 and (meta.get("deletionGracePeriodSeconds") or 0) <= grace:
-            return obj, False  # already deleting, nothing new asked
+            return _NoOp((obj, False))  # already deleting, nothing new asked
         new = json_copy(obj)
         nmeta = new["metadata"]
-        nmeta.setdefault("deletionTimestamp", rfc3339(self.clock()))
+        if not nmeta.get("deletionTimestamp") or grace < (
+                nmeta.get("deletionGracePeriodSeconds") or 0):
+            # When it may be removed at the latest, as Kubernetes sets it.
+            nmeta["deletionTimestamp"] = rfc3339(self.clock() + timedelta(seconds=grace))
         nmeta["deletionGracePeriodSeconds"] = grace
         if finalizers:
             nmeta["finalizers"] = finalizers
@@ -602,15 +683,27 @@ class Registry:
         result = await self._store_call(self.store.txn(
             [Compare.mod_revision(kv.key, kv.mod_revision)], [Put(kv.key, encode(new))]))
         if not result.succeeded:
-            return None
+            return LOST
         nmeta["resourceVersion"] = str(result.revision)
         self._spawn(self._finish_deletion(rt, new), f"finish deletion of {kv.key}")
         return new, False
 
     def _after_delete(self, rt: ResourceType, obj: Obj) -> None:
-        """Dependents of a deleted object are deleted in the background (Kubernetes' GC)."""
-        self._spawn(self._collect_dependents(obj, "Background"),
-                    f"collect dependents of {rt.plural}/{obj['metadata'].get('name')}")
+        """Dependents of deleted objects are deleted in the background (Kubernetes' GC).
+
+        A burst of deletes in one namespace (``kubectl delete --all``) shares one sweep.
+        """
+        meta = obj["metadata"]
+        namespace = meta.get("namespace", "")
+        pending = self._gc_pending.setdefault(namespace, set())
+        pending.add(meta.get("uid"))
+        if len(pending) == 1:
+            self._spawn(self._sweep(namespace), f"garbage collection in {namespace!r}")
+
+    async def _sweep(self, namespace: str) -> None:
+        await asyncio.sleep(GC_GATHER_SECONDS)
+        uids = self._gc_pending.pop(namespace, set())
+        await self._delete_dependents(uids, namespace, "Background")
 
     def _spawn(self, coro: Any, what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=what)
@@ -619,31 +712,44 @@ class Registry:
         def done(t: asyncio.Task[None]) -> None:
             self._background.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed: %s", what, t.exception())
+                log.error("%s failed", what, exc_info=t.exception())
 
         task.add_done_callback(done)
 
     async def _finish_deletion(self, rt: ResourceType, obj: Obj) -> None:
-        """Work the finalizers this server owns: namespaces, foreground and orphan deletion."""
+        """Work the finalizers this server owns: namespaces, foreground and orphan deletion.
+
+        Every step names the object by uid too: a namespace deleted and made again under the
+        same name is a different namespace, and this task must leave it alone.
+        """
         meta = obj["metadata"]
-        namespace, name = meta.get("namespace", ""), meta["name"]
+        namespace, name, uid = meta.get("namespace", ""), meta["name"], meta.get("uid")
         if rt is NAMESPACES:
-            await self._empty_namespace(name)
-            await self._remove_finalizer(rt, namespace, name, None)
+            if await self._empty_namespace(name, uid):
+                await self._remove_finalizer(rt, namespace, name, uid, None)
             return
         finalizers = meta.get("finalizers") or ()
         if "orphan" in finalizers:
             await self._collect_dependents(obj, "Orphan")
-            await self._remove_finalizer(rt, namespace, name, "orphan")
+            await self._remove_finalizer(rt, namespace, name, uid, "orphan")
         if "foregroundDeletion" in finalizers:
             await self._collect_dependents(obj, "Foreground")
-            await self._remove_finalizer(rt, namespace, name, "foregroundDeletion")
+            await self._remove_finalizer(rt, namespace, name, uid, "foregroundDeletion")
+
+    async def _still_deleting(self, rt: ResourceType, namespace: str, name: str,
+                              uid: str | None) -> KeyValue | None:
+        """The object if it is still the one being deleted (same uid, deletionTimestamp)."""
+        kv = await self.get_kv(rt, namespace, name)
+        if kv is None:
+            return None
+        meta = decode(kv)["metadata"]
+        return kv if meta.get("uid") == uid and meta.get("deletionTimestamp") else None
 
     async def _remove_finalizer(self, rt: ResourceType, namespace: str, name: str,
-                                finalizer: str | None) -> None:
-        """Drop ``finalizer`` (a namespace: its spec finalizers) so the object can go."""
+                                uid: str | None, finalizer: str | None) -> None:
+        """Drop ``finalizer`` so the object can go; None: remove a namespace now."""
         for _ in range(CONFLICT_RETRIES):
-            kv = await self.get_kv(rt, namespace, name)
+            kv = await self._still_deleting(rt, namespace, name, uid)
             if kv is None:
                 return
             if finalizer is None:
@@ -656,14 +762,13 @@ class Registry:
             new = json_copy(old)
             new["metadata"]["finalizers"] = [
                 f for f in new["metadata"].get("finalizers") or () if f != finalizer]
-            if await self._swap(rt, kv, old, new, WriteOptions()) is not None:
+            if await self._swap(rt, kv, old, new, WriteOptions()) is not LOST:
                 return
 
-    async def _empty_namespace(self, namespace: str) -> None:
-        """Delete everything in a terminating namespace and wait until it is gone."""
-        from .resources import RESOURCES
-
-        while True:
+    async def _empty_namespace(self, namespace: str, uid: str | None) -> bool:
+        """Delete everything in a terminating namespace and wait until it is gone; False if
+        the namespace stopped being the one being deleted meanwhile."""
+        while await self._still_deleting(NAMESPACES, "", namespace, uid) is not None:
             left = 0
             for rt in RESOURCES:
                 if not rt.namespaced:
@@ -679,57 +784,49 @@ class Registry:
                         except errors.ApiError:
                             pass  # gone or changed meanwhile: the next round looks again
             if not left:
-                return
+                return True
             await asyncio.sleep(0.5)
+        return False
 
-    async def _collect_dependents(self, owner: Obj, propagation: str) -> None:
-        """Delete (or orphan) the objects whose ownerReferences name ``owner``'s uid."""
-        from .resources import RESOURCES
-
-        meta = owner["metadata"]
-        uid, namespace = meta.get("uid"), meta.get("namespace", "")
+    async def _dependents(self, uids: set[Any], namespace: str
+                          ) -> AsyncIterator[tuple[ResourceType, KeyValue, Obj]]:
+        """Objects with an ownerReference to one of ``uids``: in ``namespace`` (owners are
+        namespace-local), or anywhere for a cluster-scoped owner (``namespace`` "")."""
         for rt in RESOURCES:
             if not rt.namespaced and namespace:
                 continue
             page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
             for kv in page.kvs:
-                dependent = decode(kv)
-                refs = dependent["metadata"].get("ownerReferences") or ()
-                if not any(r.get("uid") == uid for r in refs):
-                    continue
-                dname = dependent["metadata"]["name"]
-                dns = dependent["metadata"].get("namespace", "")
-                try:
-                    if propagation == "Orphan":
-                        new = json_copy(dependent)
-                        new["metadata"]["ownerReferences"] = [
-                            r for r in refs if r.get("uid") != uid]
-                        if not new["metadata"]["ownerReferences"]:
-                            del new["metadata"]["ownerReferences"]
-                        await self._swap(rt, kv, dependent, new, WriteOptions())
-                    else:
-                        await self.delete(rt, dns, dname, DeleteOptions(propagation=propagation))
-                except errors.ApiError as exc:
-                    log.info("garbage collection of %s: %s", kv.key, exc.message)
+                obj = decode(kv)
+                refs = obj["metadata"].get("ownerReferences") or ()
+                if any(r.get("uid") in uids for r in refs):
+                    yield rt, kv, obj
+
+    async def _collect_dependents(self, owner: Obj, propagation: str) -> None:
+        """Delete (or orphan) the objects whose ownerReferences name ``owner``'s uid."""
+        meta = owner["metadata"]
+        await self._delete_dependents({meta.get("uid")}, meta.get("namespace", ""), propagation)
+
+    async def _delete_dependents(self, uids: set[Any], namespace: str, propagation: str) -> None:
+        async for rt, kv, dependent in self._dependents(uids, namespace):
+            dmeta = dependent["metadata"]
+            try:
+                if propagation == "Orphan":
+                    new = json_copy(dependent)
+                    refs = [r for r in dmeta.get("ownerReferences") or ()
+                            if r.get("uid") not in uids]
+                    new["metadata"]["ownerReferences"] = refs
+                    if not refs:
+                        del new["metadata"]["ownerReferences"]
+                    await self._swap(rt, kv, dependent, new, WriteOptions())
+                else:
+                    await self.delete(rt, dmeta.get("namespace", ""), dmeta["name"],
+                                      DeleteOptions(propagation=propagation))
+            except errors.ApiError as exc:
+                log.info("garbage collection of %s: %s", kv.key, exc.message)
         if propagation == "Foreground":
-            await self._wait_dependents_gone(uid, namespace)
-
-    async def _wait_dependents_gone(self, uid: str | None, namespace: str) -> None:
-        from .resources import RESOURCES
-
-        while True:
-            remaining = 0
-            for rt in RESOURCES:
-                if not rt.namespaced and namespace:
-                    continue
-                page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
-                remaining += sum(
-                    1 for kv in page.kvs
-                    if any(r.get("uid") == uid
-                           for r in (decode(kv)["metadata"].get("ownerReferences") or ())))
-            if not remaining:
-                return
-            await asyncio.sleep(0.5)
+            while [found async for found in self._dependents(uids, namespace)]:
+                await asyncio.sleep(0.5)
 
     async def delete_collection(self, rt: ResourceType, namespace: str, list_opts: ListOptions,
                                 opts: DeleteOptions) -> list[Obj]:
@@ -802,7 +899,8 @@ class Registry:
         if now:
             return "ADDED", obj
         if before:
-            return "DELETED", obj
+            # Kubernetes sends the last state that matched, at the revision it stopped.
+            return "DELETED", decode(event.prev_kv, event.revision)
         return None
 
     # ---------------------------------------------------------------- helpers

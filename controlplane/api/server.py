@@ -42,8 +42,8 @@ VERSION = {
     "goVersion": "cpython3.11", "compiler": "cpython", "platform": "linux/amd64",
 }
 #: Paths anyone may read, as kube-apiserver grants system:public-info-viewer.
-PUBLIC = frozenset({"/version", "/healthz", "/livez", "/readyz", "/corral/v1/ca",
-                    "/corral/v1/join"})
+PUBLIC = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz", "/healthz/",
+                    "/livez/", "/readyz/", "/corral/v1/ca", "/corral/v1/join"})
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -81,19 +81,25 @@ class ApiServer:
         self.inflight = {False: 0, True: 0}
         self.resources = ResourceHandler(self.registry, self.metrics, clock)
         self._runner: web.AppRunner | None = None
+        self._seeding: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[
             self._errors, self._authenticate, self._limit, self._measure])
         get = app.router.add_get
-        get("/version", self._version)
+        # Kubernetes answers these with and without a trailing slash.
+        for path in ("/version", "/version/"):
+            get(path, self._version)
         for path in ("/healthz", "/livez", "/readyz"):
             get(path, self._health)
+            get(path + "/", self._health)
         get("/metrics", self._metrics)
         get("/openapi/v3", self._openapi_index)
         get("/openapi/v3/{path:.+}", self._openapi_doc)
-        get("/api", self._api)
-        get("/apis", self._apis)
+        for path in ("/api", "/api/"):
+            get(path, self._api)
+        for path in ("/apis", "/apis/"):
+            get(path, self._apis)
         if self.pki is not None:
             get("/corral/v1/ca", ca_handler(self.pki))
             app.router.add_post("/corral/v1/join", join_handler(self.pki))
@@ -102,30 +108,55 @@ class ApiServer:
         return app
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
-        """Serve on ``host:port`` (0: any free port); the port bound."""
-        await self.seed()
+        """Serve on ``host:port`` (0: any free port); the port bound.
+
+        The port is bound before the store has a quorum (the other controllers may still be
+        starting); ``/readyz`` says "not ready" until the cluster's namespaces are seeded.
+        """
+        # handler_cancellation: a client that leaves ends its handler (watches above all).
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)
+                                     shutdown_timeout=1.0, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        return int(server.sockets[0].getsockname()[1])
+        self._seeding = asyncio.get_running_loop().create_task(self._seed(), name="seed")
+        return int(self._runner.addresses[0][1])
 
-    async def seed(self) -> None:
-        """Create the namespaces every cluster has; idempotent, so every controller does it."""
+    async def _seed(self) -> None:
+        """Create the namespaces every cluster has, retrying until the store answers.
+
+        Idempotent (create-if-absent), so every controller does it at start.
+        """
         namespaces = lookup("", "v1", "namespaces")
+        delay = 0.1
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-            try:
-                await self.registry.create(namespaces, "", body,
-                                           WriteOptions(field_manager="corral-controller"))
-            except errors.ApiError as exc:
-                if exc.code != 409:
-                    raise
+            while True:
+                try:
+                    await self.registry.create(namespaces, "", body,
+                                               WriteOptions(field_manager="corral-controller"))
+                    break
+                except errors.ApiError as exc:
+                    if exc.code == 409:
+                        break
+                    log.warning("seeding namespace %s: %s; retrying", name, exc.message)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def wait_seeded(self) -> None:
+        """Return once the cluster's namespaces exist (tests and in-process users)."""
+        assert self._seeding is not None, "start() first"
+        await asyncio.shield(self._seeding)
+
+    @property
+    def seeded(self) -> bool:
+        return self._seeding is not None and self._seeding.done() \
+            and not self._seeding.cancelled() and self._seeding.exception() is None
 
     async def stop(self) -> None:
+        if self._seeding is not None:
+            self._seeding.cancel()
+            await asyncio.gather(self._seeding, return_exceptions=True)
         await self.registry.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -145,8 +176,6 @@ class ApiServer:
                 raise
             return self._status(errors.ApiError(exc.status, exc.reason.replace(" ", ""),
                                                 exc.reason))
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             return self._status(errors.ApiError(500, "InternalError",
@@ -201,6 +230,9 @@ class ApiServer:
         except errors.ApiError as exc:
             code = exc.code
             raise
+        except asyncio.CancelledError:
+            code = 499  # the client went away (nginx's code for it)
+            raise
         finally:
             target: Target | None = request.get(TARGET)
             labels = (request.get(VERB, request.method.lower()),
@@ -239,11 +271,14 @@ class ApiServer:
         return web.json_response(VERSION)
 
     async def _health(self, request: web.Request) -> web.Response:
-        if request.path == "/livez":
+        if request.path.startswith("/livez"):
             return web.Response(text="ok")
+        if not self.seeded:
+            return web.Response(status=500, text="[-]cluster namespaces not seeded yet\n")
         try:
+            # Linearizable: a controller cut off from the majority must not look ready.
             async with asyncio.timeout(5):
-                await self.store.get("/registry/core/namespaces/default", serializable=True)
+                await self.store.get("/registry/core/namespaces/default")
         except Exception as exc:  # noqa: BLE001 - any store failure means "not ready"
             return web.Response(status=500, text=f"[-]store failed: {type(exc).__name__}\n")
         return web.Response(text="ok")

@@ -36,6 +36,7 @@ async def api(pki: ClusterPKI) -> AsyncIterator[Api]:
     server = ApiServer(MemoryStore(), pki=pki, watch_progress_interval=0.2)
     cert, key = pki.issue_server_cert("test", ["127.0.0.1"])
     port = await server.start("127.0.0.1", 0, pki.server_ssl_context(cert, key))
+    await server.wait_seeded()
     context = pki.client_ssl_context(pki.admin_cert_pem, pki.admin_key_pem)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
         yield Api(server, f"https://127.0.0.1:{port}", session, pki)

@@ -107,6 +107,7 @@ def threaded_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedA
     cert, key = pki.issue_server_cert("fuzz", ["127.0.0.1"])
     port = asyncio.run_coroutine_threadsafe(
         server.start("127.0.0.1", 0, pki.server_ssl_context(cert, key)), loop).result(30)
+    asyncio.run_coroutine_threadsafe(server.wait_seeded(), loop).result(30)
     try:
         yield ThreadedApi(f"https://127.0.0.1:{port}",
                           pki.client_ssl_context(pki.admin_cert_pem, pki.admin_key_pem))

@@ -539,3 +539,97 @@ async def test_too_many_requests(api: Api) -> None:
     api.server.limits[False] = 0
     status, body, headers = await api.call("GET", CM)
     assert status == 429 and body["reason"] == "TooManyRequests" and headers["Retry-After"]
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", f"{PODS}/victim/eviction"),
+    ("GET", f"{PODS}/victim/binding"),
+    ("DELETE", f"{DEPLOY}/d/scale"),
+    ("DELETE", f"{PODS}/victim/status"),
+    ("POST", f"{PODS}/victim/status"),
+    ("PUT", f"{PODS}/victim/log"),
+])
+async def test_subresources_take_only_their_verbs(api: Api, method: str, path: str) -> None:
+    await api.call("POST", PODS, pod("victim"))
+    await api.call("POST", DEPLOY, deployment("d"))
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "victim"},
+            "target": {"kind": "Node", "name": "evil"}}
+    status, answer, _ = await api.call(method, path, body)
+    assert (status, answer["reason"]) == (405, "MethodNotAllowed")
+    got = (await api.call("GET", f"{PODS}/victim"))[1]
+    assert "nodeName" not in got["spec"] and not got["metadata"].get("deletionTimestamp")
+    assert (await api.call("GET", f"{DEPLOY}/d"))[0] == 200
+
+
+async def test_terminating_namespace_survives_updates_and_its_successor_is_left_alone(
+        api: Api) -> None:
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t2"}}
+    await api.call("POST", "/api/v1/namespaces", ns)
+    await api.call("POST", "/api/v1/namespaces/t2/pods", pod("bound"))
+    await api.call("POST", "/api/v1/namespaces/t2/pods/bound/binding", {
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"},
+        "target": {"kind": "Node", "name": "n1"}})
+    assert (await api.call("DELETE", "/api/v1/namespaces/t2"))[0] == 202
+    status, labelled, _ = await api.call("PATCH", "/api/v1/namespaces/t2",
+                                         {"metadata": {"labels": {"x": "y"}}},
+                                         content_type="application/merge-patch+json")
+    assert status == 200 and labelled["status"]["phase"] == "Terminating"
+    await asyncio.sleep(0.7)
+    assert (await api.call("GET", "/api/v1/namespaces/t2"))[0] == 200  # the pod holds it
+    await api.call("DELETE", "/api/v1/namespaces/t2/pods/bound", {"gracePeriodSeconds": 0})
+    await _wait_gone(api, "/api/v1/namespaces/t2")
+    assert (await api.call("POST", "/api/v1/namespaces", ns))[0] == 201
+    assert (await api.call("POST", "/api/v1/namespaces/t2/configmaps",
+                           configmap("newdata")))[0] == 201
+    await asyncio.sleep(1.2)  # longer than a sweep of the old namespace's task
+    assert (await api.call("GET", "/api/v1/namespaces/t2/configmaps/newdata"))[0] == 200
+    assert (await api.call("GET", "/api/v1/namespaces/t2"))[1]["status"]["phase"] == "Active"
+
+
+async def test_concurrent_unconditional_writes_all_land(api: Api) -> None:
+    await api.call("POST", DEPLOY, deployment("busy", 1))
+    merge = "application/merge-patch+json"
+
+    async def label(i: int) -> int:
+        return (await api.call("PATCH", f"{DEPLOY}/busy",
+                               {"metadata": {"labels": {f"l{i}": "x"}}}, content_type=merge))[0]
+
+    async def scale(i: int) -> int:
+        return (await api.call("PATCH", f"{DEPLOY}/busy/scale", {"spec": {"replicas": i}},
+                               content_type=merge))[0]
+
+    codes = await asyncio.gather(*(label(i) for i in range(20)), *(scale(i) for i in range(20)))
+    assert set(codes) == {200}
+    labels = (await api.call("GET", f"{DEPLOY}/busy"))[1]["metadata"]["labels"]
+    assert {f"l{i}" for i in range(20)} <= set(labels)
+
+
+async def test_apply_shares_ownership_of_equal_values(api: Api) -> None:
+    apply = "application/apply-patch+yaml"
+    await api.call("PATCH", f"{CM}/shared?fieldManager=alice", configmap("shared", {"x": "1"}),
+                   content_type=apply)
+    status, body, _ = await api.call("PATCH", f"{CM}/shared?fieldManager=bob",
+                                     configmap("shared", {"x": "1"}), content_type=apply)
+    assert status == 200
+    assert {m["manager"] for m in body["metadata"]["managedFields"]} == {"alice", "bob"}
+    empty = configmap("shared")
+    empty["data"] = {}
+    await api.call("PATCH", f"{CM}/shared?fieldManager=alice", empty, content_type=apply)
+    assert (await api.call("GET", f"{CM}/shared"))[1]["data"] == {"x": "1"}
+
+
+async def test_abandoned_watch_is_released(api: Api) -> None:
+    async with api.session.get(f"{api.url}{CM}?watch=1&resourceVersion=1") as answer:
+        assert answer.status == 200
+        await asyncio.sleep(0.2)
+        assert _watchers(api) == 1
+    for _ in range(50):
+        if _watchers(api) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert _watchers(api) == 0
+
+
+def _watchers(api: Api) -> float:
+    gauge = api.server.metrics.watches.labels("", "configmaps")
+    return gauge._value.get()
