@@ -77,7 +77,7 @@ class RaftConfig:
     election_timeout: tuple[float, float] = (0.5, 1.0)
     request_timeout: float = 10.0
     history_limit: int = DEFAULT_HISTORY_LIMIT
-    compaction_min_entries: int = 2000  # journal entries between snapshots
+    compaction_min_entries: int = 5000  # journal entries between snapshots (pysyncobj default)
 
     def validate(self) -> None:
         if not self.secret or len(self.secret) < MIN_SECRET_LENGTH:
