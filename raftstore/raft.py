@@ -226,6 +226,7 @@ class _TickThread(threading.Thread):
 def _note_tick_fork() -> None:
     if isinstance(threading.current_thread(), _TickThread):
         _forking_pid[0] = os.getpid()
+        _forking_tid[0] = threading.get_native_id()
 
 
 def _snapshot_child_dies_with_member() -> None:
@@ -243,12 +244,16 @@ def _snapshot_child_dies_with_member() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-    if os.getppid() != _forking_pid[0]:
-        os._exit(1)  # the member died before prctl took effect
+    # The signal follows the forking *thread*: if it ended (the store closed) before prctl
+    # took effect, no signal will ever come, so check for it now that prctl is in place.
+    if os.getppid() != _forking_pid[0] or not os.path.exists(
+            f"/proc/{_forking_pid[0]}/task/{_forking_tid[0]}"):
+        os._exit(1)
 
 
 _PR_SET_PDEATHSIG = 1
 _forking_pid = [0]
+_forking_tid = [0]
 if sys.platform.startswith("linux"):
     os.register_at_fork(before=_note_tick_fork, after_in_child=_snapshot_child_dies_with_member)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import urllib.error
 import urllib.request
 import uuid
 from typing import Any
@@ -61,3 +62,26 @@ def test_write_anywhere_read_everywhere(control_plane: ControlPlane) -> None:
     stale = dict(created, data={"round": "stale"})
     status, body = call(cp, 2, "PUT", f"{path}/c29", stale, context)
     assert status == 409 and body["reason"] == "Conflict"
+
+
+def test_watch_on_one_controller_sees_writes_through_another(
+        control_plane: ControlPlane) -> None:
+    cp = control_plane
+    context = cp.ssl_context()
+    ns = f"hw-{uuid.uuid4().hex[:6]}"
+    call(cp, 0, "POST", "/api/v1/namespaces", {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, context)
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    _, listed = call(cp, 2, "GET", path, context=context)
+    start = listed["metadata"]["resourceVersion"]
+    request = urllib.request.Request(
+        f"{cp.url(2)}{path}?watch=1&resourceVersion={start}&timeoutSeconds=20")
+    with urllib.request.urlopen(request, context=context, timeout=30) as stream:
+        for i in range(3):
+            status, _ = call(cp, i % 2, "POST", path, {
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"w{i}"}},
+                context)
+            assert status == 201
+        events = [json.loads(stream.readline()) for _ in range(3)]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "w0"), ("ADDED", "w1"), ("ADDED", "w2")]
