@@ -1,4 +1,5 @@
-"""``corral controller``: one control-plane process — a store member and the API server.
+"""``corral controller``: one control-plane process — a store member, the API server and, while
+this controller leads, the control loops (``controllers.manager``).
 
 Start-up order: open the store (a RaftStore member of the controllers' Raft group, or a client
 of an external etcd) -> load the cluster PKI, creating it if this is the cluster's first
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,12 @@ from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 from raftstore.store import Store
 
 from .api.server import ApiServer
+from .client import ApiClient
+from .client.tasks import spawn
+from .controllers.leaderelection import LeaseElector
+from .controllers.manager import ControllerManager, Loop
+from .controllers.replicaset import ReplicaSetController
+from .controllers.scheduler import Scheduler
 from .auth.kubeconfig import write_kubeconfig
 from .auth.pki import ClusterPKI, PKIError, write_atomic
 
@@ -60,6 +69,9 @@ class Controller:
         self.server: ApiServer | None = None
         self.port = 0
         self.pki: ClusterPKI | None = None
+        self._client: ApiClient | None = None
+        self._resources = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def url(self) -> str:
@@ -89,8 +101,35 @@ class Controller:
             write_kubeconfig(config.kubeconfig, server=self.url, ca_pem=self.pki.ca_pem,
                              cert_pem=self.pki.admin_cert_pem, key_pem=self.pki.admin_key_pem)
         log.warning("API server listening on %s", self.url)
+        await self._start_control_loops()
+
+    async def _start_control_loops(self) -> None:
+        """The control loops, through this controller's own API, run while it leads."""
+        ssl = None if self.pki is None else self.pki.client_ssl_context(
+            self.pki.admin_cert_pem, self.pki.admin_key_pem)
+        self._client = await self._resources.enter_async_context(
+            ApiClient([self.url], ssl, user_agent="corral-controller"))
+        store = self.store
+        if isinstance(store, RaftStore):
+            def is_leader() -> bool:
+                return store.is_leader
+        else:
+            elector = LeaseElector(self._client, f"{socket.gethostname()}_{self.url}")
+            self._tasks.append(spawn(elector.run(), name="leader election"))
+            is_leader = elector.is_leader
+        client = self._client
+        # A fresh controller (empty caches) each time leadership is gained.
+        manager = ControllerManager(is_leader, [
+            Loop("scheduler", lambda: Scheduler(client).run()),
+            Loop("replicaset", lambda: ReplicaSetController(client).run()),
+        ])
+        self._tasks.append(spawn(manager.run(), name="controller manager"))
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._resources.aclose()
         if self.server is not None:
             await self.server.stop()
         if self.store is not None:

@@ -1,4 +1,5 @@
-"""A throwaway local control plane: N ``corral controller`` processes on loopback.
+"""Throwaway local control planes: N ``corral controller`` processes on loopback
+(``ControlPlane``), or API servers inside this process (``InProcessCluster``).
 
 For tests and benchmarks. The cluster PKI is created once and shared (as an operator copies it
 to every controller host); each controller writes its own admin kubeconfig pointing at itself.
@@ -15,14 +16,18 @@ import ssl
 import sys
 import tempfile
 import time
+from typing import Any
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from raftstore.localprocess import LOOPBACK, MemberProcess, free_ports, track, untrack
+from raftstore.store import Store
 
+from .api.server import ApiServer
 from .auth.pki import ClusterPKI
+from .client import ApiClient
 
 
 class ControlPlaneError(RuntimeError):
@@ -160,3 +165,35 @@ class ControlPlane:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class InProcessCluster:
+    """API servers in this process sharing one store, as controllers share the Raft store:
+    fast clusters for tests of clients and controllers."""
+
+    pki: ClusterPKI
+    store: Store
+    servers: dict[str, ApiServer] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The URL of the first server still running."""
+        return next(iter(self.servers))
+
+    def admin_client(self, urls: list[str], **kw: Any) -> ApiClient:
+        ssl = self.pki.client_ssl_context(self.pki.admin_cert_pem, self.pki.admin_key_pem)
+        return ApiClient(urls, ssl, **kw)
+
+    async def start_server(self, port: int = 0) -> str:
+        """Serve the store on one more server (on ``port``: 0 for any); its URL."""
+        server = ApiServer(self.store, pki=self.pki, watch_progress_interval=0.2)
+        cert, key = self.pki.issue_server_cert("test", ["127.0.0.1"])
+        port = await server.start("127.0.0.1", port, self.pki.server_ssl_context(cert, key))
+        await server.wait_seeded()
+        url = f"https://127.0.0.1:{port}"
+        self.servers[url] = server
+        return url
+
+    async def stop_server(self, url: str) -> None:
+        await self.servers.pop(url).stop()

@@ -1,0 +1,1 @@
+"""Control loops that run on the Raft leader: each a pure decision core and a thin I/O shell."""

@@ -1,0 +1,81 @@
+"""Run the control loops on the leader only: start them on gaining leadership, stop on losing it.
+
+Leadership comes from a ``is_leader()`` callable: the embedded store's Raft role
+(``RaftStore.is_leader``), or a Lease held through the API when the store is an external
+etcd. The manager polls it (``POLL_SECONDS``), so loops start within that time of gaining
+leadership, and cancels every loop at once when it is lost. Being cancelled is the only way a
+loop stops: a loop that returns or raises is logged and restarted after a pause, since a
+control loop is meant to run for as long as its controller leads. Loops must not rely on
+being the only writer: a deposed leader may still be finishing a write, which is why every
+controller write is a compare-and-swap on resourceVersion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: How often leadership is checked: loops start within this long of gaining it.
+POLL_SECONDS = 0.2
+#: Pause before restarting a loop that ended on its own.
+RESTART_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A named control loop: ``run()`` works until cancelled."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+class ControllerManager:
+    def __init__(self, is_leader: Callable[[], bool], loops: list[Loop], *,
+                 poll: float = POLL_SECONDS) -> None:
+        self._is_leader = is_leader
+        self._loops = loops
+        self._poll = poll
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def leading(self) -> bool:
+        """Whether the loops are running now."""
+        return bool(self._running)
+
+    async def run(self) -> None:
+        """Follow leadership until cancelled; the loops stop with it."""
+        try:
+            while True:
+                leader = self._is_leader()
+                if leader and not self._running:
+                    log.warning("became leader: starting %d control loops", len(self._loops))
+                    for loop in self._loops:
+                        self._running[loop.name] = asyncio.get_running_loop().create_task(
+                            self._keep_running(loop), name=f"control loop {loop.name}")
+                elif not leader and self._running:
+                    log.warning("lost leadership: stopping the control loops")
+                    await self._stop_all()
+                await asyncio.sleep(self._poll)
+        finally:
+            await self._stop_all()
+
+    async def _keep_running(self, loop: Loop) -> None:
+        while True:
+            try:
+                await loop.run()
+                log.error("control loop %s returned; restarting it", loop.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control loop %s failed; restarting it", loop.name)
+            await asyncio.sleep(RESTART_SECONDS)
+
+    async def _stop_all(self) -> None:
+        tasks, self._running = list(self._running.values()), {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

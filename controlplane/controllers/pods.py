@@ -1,0 +1,49 @@
+"""What controllers ask of a Pod: who controls it, whether it counts, whether it is ready."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def controller_ref(obj: Obj) -> Obj | None:
+    """The ownerReference with controller=true, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def is_active(pod: Obj) -> bool:
+    """Counts toward a workload's replicas: not finished, not being deleted."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase not in ("Succeeded", "Failed") and \
+        not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def pod_ready(pod: Obj, min_ready_seconds: int = 0, *,
+              now: Callable[[], datetime] = _utcnow) -> bool:
+    """Ready=True, and for ``min_ready_seconds`` at least (Kubernetes' "available")."""
+    for condition in (pod.get("status") or {}).get("conditions") or ():
+        if condition.get("type") != "Ready":
+            continue
+        if condition.get("status") != "True":
+            return False
+        if min_ready_seconds <= 0:
+            return True
+        since = condition.get("lastTransitionTime")
+        if not since:
+            return False
+        try:
+            moment = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return False
+        return now() - moment >= timedelta(seconds=min_ready_seconds)
+    return False
