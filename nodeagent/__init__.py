@@ -1,1 +1,1 @@
-"""nodeagent: see ../shared/DESIGN.md (not built yet)."""
+"""nodeagent: see ../shared/DESIGN.md. So far: hollow (simulated) nodes for tests and benches."""

@@ -86,7 +86,8 @@ def invalid_value(field: str, value: Any, detail: str) -> Cause:
 
 def not_supported(field: str, value: Any, allowed: list[str]) -> Cause:
     choices = ", ".join(f'"{a}"' for a in allowed)
-    return cause("FieldValueNotSupported", field, f"Unsupported value: {_show(value)}: supported values: {choices}")
+    return cause("FieldValueNotSupported", field,
+                 f"Unsupported value: {_show(value)}: supported values: {choices}")
 
 
 def forbidden_field(field: str, detail: str) -> Cause:
@@ -138,7 +139,8 @@ def method_not_allowed(message: str) -> ApiError:
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
+    return ApiError(415, "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format "
                     f"({content_type or 'none'}); accepted media types include: application/json, "
                     "application/yaml, application/json-patch+json, application/merge-patch+json, "
                     "application/strategic-merge-patch+json, application/apply-patch+yaml")
@@ -158,10 +160,12 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 
 
-def forbidden(user: str, verb: str, resource: str, group: str, namespace: str, detail: str = "") -> ApiError:
+def forbidden(user: str, verb: str, resource: str, group: str, namespace: str,
+              detail: str = "") -> ApiError:
     where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
     res = _resource(group, resource)
-    msg = f'{res} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}"{where}'
+    msg = (f'{res} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+           f'in API group "{group}"{where}')
     if detail:
         msg += f": {detail}"
     return ApiError(403, "Forbidden", msg, kind=resource, group=group)

@@ -601,8 +601,9 @@ class Registry:
             old = decode(kv)
             spec = old.get("spec") or {}
             if spec.get("nodeName"):
+                assigned = spec["nodeName"]
                 raise errors.conflict("", "pods", name,
-                                      f'pod {name} is already assigned to node "{spec["nodeName"]}"')
+                                      f'pod {name} is already assigned to node "{assigned}"')
             if old["metadata"].get("deletionTimestamp"):
                 raise errors.conflict("", "pods", name, f"pod {name} is being deleted, cannot be "
                                       "assigned to a host")

@@ -1,0 +1,154 @@
+"""Hollow nodes: simulated node agents, many per process, for tests and benchmarks (as kubemark
+and KWOK do).
+
+A ``HollowFleet`` registers its Nodes (Ready, with the allocatable it is given), renews one Lease
+per node in ``kube-node-lease`` as a real agent does, and plays the kubelet for Pods bound to
+its nodes: a new one is reported Running and Ready, one being deleted is removed (grace 0, as
+the kubelet does once its containers stopped). One informer on all Pods serves every node of
+the fleet, so a thousand nodes cost one watch. Nothing runs: no containers, no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from controlplane.client import (
+    LEASES,
+    NODES,
+    PODS,
+    AlreadyExists,
+    ApiClient,
+    ApiError,
+    FuncHandler,
+    Informer,
+    NotFound,
+    WorkQueue,
+    key_of,
+    run_controller,
+)
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = "kube-node-lease"
+#: The kubelet renews its Lease every 10 s with a 40 s duration.
+LEASE_SECONDS = 40
+RENEW_SECONDS = 10.0
+
+Obj = dict[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def node_object(name: str, *, cpu: str = "4", memory: str = "16Gi", pods: int = 110,
+                labels: dict[str, str] | None = None) -> Obj:
+    """A Ready Node as an agent registers it."""
+    capacity = {"cpu": cpu, "memory": memory, "pods": str(pods)}
+    now = _now()
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                              "corral.dev/hollow": "true", **(labels or {})}},
+        "status": {
+            "capacity": capacity, "allocatable": capacity,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "HollowNodeReady",
+                            "message": "hollow node is posting ready status",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "Hostname", "address": name}],
+            "nodeInfo": {"kubeletVersion": "v1.31.0-hollow",
+                         "containerRuntimeVersion": "hollow://0", "osImage": "hollow",
+                         "kernelVersion": "0", "operatingSystem": "linux",
+                         "architecture": "amd64"},
+        },
+    }
+
+
+class HollowFleet:
+    def __init__(self, client: ApiClient, names: list[str], *,
+                 node: Callable[[str], Obj] = node_object, workers: int = 4) -> None:
+        self._client = client
+        self.names = names
+        self._mine = set(names)
+        self._node = node
+        self._workers = workers
+        self._queue = WorkQueue()
+        self._pods = Informer(client, PODS)
+        self._pods.add_handler(FuncHandler(self._seen, lambda old, new: self._seen(new)))
+
+    async def run(self) -> None:
+        """Register, then heartbeat and play the kubelet until cancelled."""
+        await asyncio.gather(*(self._register(name) for name in self.names))
+        leases = asyncio.create_task(self._renew_leases(), name="hollow node leases")
+        try:
+            await run_controller("hollow kubelet", [self._pods], self._queue, self.reconcile,
+                                 workers=self._workers)
+        finally:
+            leases.cancel()
+            await asyncio.gather(leases, return_exceptions=True)
+
+    async def _register(self, name: str) -> None:
+        try:
+            await self._client.create(NODES, "", self._node(name))
+        except AlreadyExists:
+            pass  # a restarted agent finds its Node
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.gather(*(self._renew(name) for name in self.names),
+                                 return_exceptions=True)
+            await asyncio.sleep(RENEW_SECONDS)
+
+    async def _renew(self, name: str) -> None:
+        spec = {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": _micro_now()}
+        try:
+            await self._client.patch(LEASES, LEASE_NAMESPACE, name, {"spec": spec})
+        except NotFound:
+            await self._client.create(LEASES, LEASE_NAMESPACE, {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": LEASE_NAMESPACE}, "spec": spec})
+
+    def _seen(self, pod: Obj) -> None:
+        if (pod.get("spec") or {}).get("nodeName") in self._mine:
+            self._queue.add(key_of(pod))
+
+    async def reconcile(self, key: str) -> None:
+        pod = self._pods.get(key)
+        if pod is None:
+            return
+        meta, status = pod["metadata"], pod.get("status") or {}
+        try:
+            if meta.get("deletionTimestamp"):
+                await self._client.delete(PODS, meta["namespace"], meta["name"],
+                                          grace_period=0, uid=meta.get("uid"))
+            elif status.get("phase") in (None, "Pending"):
+                await self._client.patch(PODS, meta["namespace"], meta["name"],
+                                         {"status": _running(pod)}, patch_type="merge",
+                                         subresource="status")
+        except NotFound:
+            return
+        except ApiError as exc:
+            log.info("hollow kubelet: %s: %s", key, exc.message)
+            raise
+
+
+def _running(pod: Obj) -> Obj:
+    now = _now()
+    containers = (pod.get("spec") or {}).get("containers") or ()
+    return {
+        "phase": "Running", "startTime": now,
+        "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
+                       for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
+        "containerStatuses": [{"name": c.get("name"), "image": c.get("image"), "imageID": "",
+                               "ready": True, "started": True, "restartCount": 0,
+                               "state": {"running": {"startedAt": now}}} for c in containers],
+    }
