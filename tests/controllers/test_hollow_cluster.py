@@ -4,8 +4,9 @@ process — pods created, placed, reported Running and Ready, replaced when dele
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from ctlharness import eventually
 
 from controlplane.client import LEASES, NODES, PODS, REPLICASETS, ApiClient
 from controlplane.controllers.replicaset import ReplicaSetController
@@ -14,14 +15,6 @@ from nodeagent.hollow import HollowFleet
 
 Obj = dict[str, Any]
 
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    for _ in range(int(timeout / 0.05)):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 async def test_replicaset_on_hollow_nodes(client: ApiClient) -> None:

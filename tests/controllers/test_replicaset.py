@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from ctlharness import eventually
 
 from controlplane.client import PODS, REPLICASETS, ApiClient
 from controlplane.controllers.replicaset import ReplicaSetController
@@ -29,14 +30,6 @@ async def controller(client: ApiClient) -> AsyncIterator[None]:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    for _ in range(int(timeout / 0.05)):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 async def active_pods(client: ApiClient, app: str) -> list[Obj]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from ctlharness import eventually
 
 from controlplane.client import EVENTS, NODES, PODS, ApiClient
 from controlplane.controllers.scheduler import Scheduler
@@ -39,14 +40,6 @@ async def scheduler(client: ApiClient) -> AsyncIterator[None]:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    for _ in range(int(timeout / 0.05)):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 async def node_of(client: ApiClient, name: str) -> str | None:
