@@ -109,6 +109,11 @@ class ReplicaSetController:
             self._enqueue_matching(pod)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
+        if new["metadata"].get("deletionTimestamp") and \
+                not old["metadata"].get("deletionTimestamp"):
+            # Graceful deletion started: what a delete is expected to cause (as Kubernetes).
+            self._pod_seen(new, add=False)
+            return
         for pod in (old, new):
             owner = self._owner_key(pod)
             if owner is not None:
