@@ -35,6 +35,7 @@ from .client import ApiClient
 from .client.tasks import spawn
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
+from .controllers.nodelifecycle import NodeLifecycleController
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
 from .auth.kubeconfig import write_kubeconfig
@@ -122,6 +123,7 @@ class Controller:
         manager = ControllerManager(is_leader, [
             Loop("scheduler", lambda: Scheduler(client).run()),
             Loop("replicaset", lambda: ReplicaSetController(client).run()),
+            Loop("node-lifecycle", lambda: NodeLifecycleController(client).run()),
         ])
         self._tasks.append(spawn(manager.run(), name="controller manager"))
 

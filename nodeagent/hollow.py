@@ -74,12 +74,14 @@ def node_object(name: str, *, cpu: str = "4", memory: str = "16Gi", pods: int = 
 
 class HollowFleet:
     def __init__(self, client: ApiClient, names: list[str], *,
-                 node: Callable[[str], Obj] = node_object, workers: int = 4) -> None:
+                 node: Callable[[str], Obj] = node_object, workers: int = 4,
+                 renew_seconds: float = RENEW_SECONDS) -> None:
         self._client = client
         self.names = names
         self._mine = set(names)
         self._node = node
         self._workers = workers
+        self._renew_seconds = renew_seconds
         self._queue = WorkQueue()
         self._pods = Informer(client, PODS)
         self._pods.add_handler(FuncHandler(self._seen, lambda old, new: self._seen(new)))
@@ -105,7 +107,7 @@ class HollowFleet:
         while True:
             await asyncio.gather(*(self._renew(name) for name in self.names),
                                  return_exceptions=True)
-            await asyncio.sleep(RENEW_SECONDS)
+            await asyncio.sleep(self._renew_seconds)
 
     async def _renew(self, name: str) -> None:
         spec = {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
