@@ -38,6 +38,7 @@ from .controllers.manager import ControllerManager, Loop
 from .controllers.nodelifecycle import NodeLifecycleController
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
+from .controllers.serviceaccount import ServiceAccountController
 from .auth.kubeconfig import write_kubeconfig
 from .auth.pki import ClusterPKI, PKIError, write_atomic
 
@@ -124,6 +125,7 @@ class Controller:
             Loop("scheduler", lambda: Scheduler(client).run()),
             Loop("replicaset", lambda: ReplicaSetController(client).run()),
             Loop("node-lifecycle", lambda: NodeLifecycleController(client).run()),
+            Loop("serviceaccount", lambda: ServiceAccountController(client).run()),
         ])
         self._tasks.append(spawn(manager.run(), name="controller manager"))
 
