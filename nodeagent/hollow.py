@@ -101,12 +101,30 @@ class HollowFleet:
         try:
             await self._client.create(NODES, "", self._node(name))
         except AlreadyExists:
-            pass  # a restarted agent finds its Node
+            await self._post_ready(name)  # a restarted agent reports itself ready again
+
+    async def _post_ready(self, name: str) -> None:
+        status = self._node(name)["status"]
+        await self._client.patch(NODES, "", name, {"status": {"conditions": status["conditions"]}},
+                                 patch_type="strategic", subresource="status")
 
     async def _renew_leases(self) -> None:
+        """Renew every node's lease; a node that missed renewals reports Ready again once it
+        gets through, as a kubelet posts its status after an outage."""
+        missed: set[str] = set()
         while True:
-            await asyncio.gather(*(self._renew(name) for name in self.names),
-                                 return_exceptions=True)
+            results = await asyncio.gather(*(self._renew(name) for name in self.names),
+                                           return_exceptions=True)
+            for name, result in zip(self.names, results):
+                if isinstance(result, BaseException):
+                    log.warning("hollow node %s: lease not renewed: %s", name, result)
+                    missed.add(name)
+                elif name in missed:
+                    try:
+                        await self._post_ready(name)
+                        missed.discard(name)
+                    except ApiError as exc:
+                        log.warning("hollow node %s: status not posted: %s", name, exc.message)
             await asyncio.sleep(self._renew_seconds)
 
     async def _renew(self, name: str) -> None:

@@ -3,7 +3,8 @@
 With the embedded store the Raft leader leads (``RaftStore.is_leader``). With etcd there is no
 Raft role to ask, so controllers do what kube-controller-manager does: hold the Lease
 ``kube-system/corral-controller``. ``LeaseElector.run()`` renews it every ``RENEW_SECONDS``
-while holding it and takes it over once its holder has not renewed for ``LEASE_SECONDS``;
+while holding it and takes it over once it has seen no renewal for ``LEASE_SECONDS`` (on its
+own clock);
 every write is a compare-and-swap on the Lease's resourceVersion, so two candidates never both
 win. ``is_leader()`` is true only while the last renewal is younger than the lease minus a
 margin, so a leader cut off from the API stops leading before anyone else may take over.
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ..client import LEASES, AlreadyExists, ApiClient, ApiError, Conflict, NotFound
@@ -51,6 +52,9 @@ class LeaseElector:
         self._clock = clock
         self._monotonic = monotonic
         self._renewed_at: float | None = None
+        #: The lease's (holder, renewTime) as last seen, and our monotonic clock then.
+        self._observed: tuple[Any, Any] | None = None
+        self._observed_at = 0.0
 
     def is_leader(self) -> bool:
         if self._renewed_at is None:
@@ -61,11 +65,10 @@ class LeaseElector:
     async def run(self) -> None:
         """Acquire and renew until cancelled."""
         while True:
+            # Leadership counts from before the request: a slow answer must not stretch it.
+            start = self._monotonic()
             try:
-                if await self.try_acquire_or_renew():
-                    self._renewed_at = self._monotonic()
-                else:
-                    self._renewed_at = None
+                self._renewed_at = start if await self.try_acquire_or_renew() else None
             except ApiError as exc:
                 log.info("lease %s/%s: %s", self._namespace, self._name, exc.message)
             await asyncio.sleep(self._renew_seconds)
@@ -87,8 +90,11 @@ class LeaseElector:
             except AlreadyExists:
                 return False
         current = lease.get("spec") or {}
+        record = (current.get("holderIdentity"), current.get("renewTime"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._monotonic()
         held_by_us = current.get("holderIdentity") == self.identity
-        if not held_by_us and not self._expired(current, now):
+        if not held_by_us and not self._expired(current):
             return False
         new = {**lease, "spec": {**current, **spec}}
         if not held_by_us:
@@ -103,14 +109,11 @@ class LeaseElector:
                         self.identity)
         return True
 
-    @staticmethod
-    def _expired(spec: dict[str, Any], now: datetime) -> bool:
-        renew = spec.get("renewTime")
-        if not renew or not spec.get("holderIdentity"):
-            return True
-        try:
-            renewed = datetime.strptime(renew, _MICROTIME).replace(tzinfo=timezone.utc)
-        except ValueError:
+    def _expired(self, spec: dict[str, Any]) -> bool:
+        """The holder has not renewed for a lease duration, measured on our own clock from
+        when we saw its last renewal (as client-go does): clock skew between controllers
+        cannot make a live lease look expired."""
+        if not spec.get("holderIdentity"):
             return True
         duration = int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
-        return now > renewed + timedelta(seconds=duration)
+        return self._monotonic() - self._observed_at > duration

@@ -9,8 +9,9 @@ NoExecute with ``timeAdded``); a renewed lease on a Node whose agent reports Rea
 the taints. ``evict_pods`` then deletes each Pod on a node with a NoExecute taint once the
 Pod's toleration of it (``tolerationSeconds``; ``eviction_timeout`` when it has none, as
 Kubernetes' DefaultTolerationSeconds admission gives every Pod 300 s) has passed; a Pod that
-tolerates the taint without a limit stays. Every Node write carries the resourceVersion read,
-so a deposed leader's late write fails.
+tolerates the taint without a limit stays; when no node at all is Ready, evictions wait (the
+"full disruption" rule). Every Node write carries the resourceVersion read, so a deposed
+leader's late write fails.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..client import (
     NotFound,
 )
 from .events import NORMAL, EventRecorder
+from .scheduling.filters import tolerates
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +74,21 @@ def _ready(node: Obj) -> str | None:
 
 
 def toleration_seconds(pod: Obj, key: str, default: float) -> float | None:
-    """How long ``pod`` tolerates the NoExecute taint ``key``; None: forever."""
-    for toleration in (pod.get("spec") or {}).get("tolerations") or ():
-        effect = toleration.get("effect") or ""
-        if effect not in ("", "NoExecute"):
-            continue
-        if (toleration.get("operator") == "Exists" and not toleration.get("key")) or \
-                toleration.get("key") == key:
-            seconds = toleration.get("tolerationSeconds")
-            return None if seconds is None else float(seconds)
-    return default
+    """How long ``pod`` tolerates the NoExecute taint ``key`` (empty value); None: forever.
+
+    As Kubernetes' taint manager: among the tolerations that match the taint, the smallest
+    tolerationSeconds wins; only if none of them sets one is it tolerated forever. A pod with
+    no matching toleration gets ``default`` (what DefaultTolerationSeconds would have added).
+    """
+    matching = [t for t in (pod.get("spec") or {}).get("tolerations") or ()
+                if tolerates([(t.get("key") or "", t.get("operator") or "",
+                               t.get("value") or "", t.get("effect") or "")],
+                             key, "", "NoExecute")]
+    if not matching:
+        return default
+    limits = [float(t["tolerationSeconds"]) for t in matching
+              if t.get("tolerationSeconds") is not None]
+    return max(0.0, min(limits)) if limits else None
 
 
 class NodeLifecycleController:
@@ -98,7 +105,10 @@ class NodeLifecycleController:
         self._leases = Informer(client, LEASES, namespace="kube-node-lease")
         self._pods = Informer(client, PODS, indexers={
             NODE_INDEX: lambda pod: [n] if (n := (pod.get("spec") or {}).get("nodeName")) else []})
-        self._first_seen: dict[str, float] = {}
+        #: node -> (the lease's renewTime as last seen, our clock when it changed). Staleness
+        #: is measured on our own clock from when we saw the lease move, as Kubernetes does:
+        #: a new leader gives every node a full grace period, and clock skew does not count.
+        self._observed: dict[str, tuple[str | None, float]] = {}
 
     async def run(self) -> None:
         informers = [asyncio.create_task(i.run(), name=f"node lifecycle: {i.res.plural}")
@@ -120,37 +130,49 @@ class NodeLifecycleController:
 
     async def check_nodes(self) -> None:
         now = self._clock()
+        names = set()
         for node in self._nodes.list():
             name = node["metadata"]["name"]
+            names.add(name)
             lease = self._leases.get(f"kube-node-lease/{name}")
-            renewed = _parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
-            # A node seen without a lease yet gets the grace period from when we first saw it.
-            heard = renewed if renewed is not None else self._first_seen.setdefault(name, now)
-            stale = now - heard > self._grace
+            renew = ((lease or {}).get("spec") or {}).get("renewTime")
+            seen = self._observed.get(name)
+            if seen is None or seen[0] != renew:
+                self._observed[name] = seen = (renew, now)
+            stale = now - seen[1] > self._grace
             tainted = any(t.get("key") == TAINT_UNREACHABLE
                           for t in (node.get("spec") or {}).get("taints") or ())
             if stale and (not tainted or _ready(node) != "Unknown"):
                 await self._mark_unreachable(node, now)
             elif not stale and tainted and _ready(node) == "True":
                 await self._lift(node)
+        for gone in set(self._observed) - names:
+            del self._observed[gone]
 
     async def _mark_unreachable(self, node: Obj, now: float) -> None:
-        spec = dict(node.get("spec") or {})
-        taints = [t for t in spec.get("taints") or () if t.get("key") != TAINT_UNREACHABLE]
-        taints += [{"key": TAINT_UNREACHABLE, "effect": "NoSchedule"},
-                   {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": _format(now)}]
-        conditions = [c for c in (node.get("status") or {}).get("conditions") or ()
-                      if c.get("type") != "Ready"]
-        conditions.append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-                           "message": "Kubelet stopped posting node status.",
-                           "lastTransitionTime": _format(now), "lastHeartbeatTime": None})
+        """Ready=Unknown first, then the taints; a NoExecute taint keeps its first timeAdded,
+        so retries never postpone evictions."""
         name = node["metadata"]["name"]
         try:
-            updated = await self._client.update(NODES, {**node, "spec": {**spec,
-                                                                         "taints": taints}})
-            await self._client.update(NODES, {**updated, "status": {
-                **(updated.get("status") or {}), "conditions": conditions}},
-                subresource="status")
+            if _ready(node) != "Unknown":
+                conditions = [c for c in (node.get("status") or {}).get("conditions") or ()
+                              if c.get("type") != "Ready"]
+                conditions.append({"type": "Ready", "status": "Unknown",
+                                   "reason": "NodeStatusUnknown",
+                                   "message": "Kubelet stopped posting node status.",
+                                   "lastTransitionTime": _format(now)})
+                node = await self._client.update(NODES, {**node, "status": {
+                    **(node.get("status") or {}), "conditions": conditions}},
+                    subresource="status")
+            spec = dict(node.get("spec") or {})
+            old = spec.get("taints") or []
+            added = next((t.get("timeAdded") for t in old if t.get("key") == TAINT_UNREACHABLE
+                          and t.get("effect") == "NoExecute"), None) or _format(now)
+            taints = [t for t in old if t.get("key") != TAINT_UNREACHABLE]
+            taints += [{"key": TAINT_UNREACHABLE, "effect": "NoSchedule"},
+                       {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": added}]
+            if taints != old:
+                await self._client.update(NODES, {**node, "spec": {**spec, "taints": taints}})
         except (Conflict, NotFound):
             return  # the informer brings the news; the next pass decides again
         log.warning("node %s stopped renewing its lease: NotReady, tainted %s", name,
@@ -168,7 +190,13 @@ class NodeLifecycleController:
 
     async def evict_pods(self) -> None:
         now = self._clock()
-        for node in self._nodes.list():
+        nodes = self._nodes.list()
+        if nodes and all(_ready(node) != "True" for node in nodes):
+            # Full disruption: more likely this controller's view or the network than every
+            # node at once, and there is nowhere to move the pods to (Kubernetes stops too).
+            log.warning("no node is Ready: holding evictions")
+            return
+        for node in nodes:
             for taint in (node.get("spec") or {}).get("taints") or ():
                 if taint.get("effect") != "NoExecute" or \
                         taint.get("key") not in (TAINT_UNREACHABLE, TAINT_NOT_READY):

@@ -57,8 +57,11 @@ def _owner_uid(pod: Obj) -> list[str]:
 
 @dataclass
 class _Expectation:
+    """Creates still to be seen (a count: their names are generated) and deletes still to be
+    seen (by key: only the pods this controller deleted count, each once)."""
+
     adds: int
-    deletes: int
+    deletes: set[str]
     since: float
 
 
@@ -103,7 +106,7 @@ class ReplicaSetController:
                 if add:
                     expectation.adds = max(0, expectation.adds - 1)
                 else:
-                    expectation.deletes = max(0, expectation.deletes - 1)
+                    expectation.deletes.discard(key_of(pod))
             self._queue.add(owner)
         elif add:
             self._enqueue_matching(pod)
@@ -134,7 +137,7 @@ class ReplicaSetController:
         expectation = self._expect.get(key)
         if expectation is None:
             return True
-        if (expectation.adds <= 0 and expectation.deletes <= 0) or \
+        if (expectation.adds <= 0 and not expectation.deletes) or \
                 time.monotonic() - expectation.since > EXPECTATIONS_TIMEOUT:
             del self._expect[key]
             return True
@@ -170,7 +173,7 @@ class ReplicaSetController:
         for pod in self._pods.list():
             meta = pod["metadata"]
             if meta.get("namespace") != namespace or controller_ref(pod) is not None \
-                    or meta.get("deletionTimestamp") or not selector.matches(meta.get("labels")):
+                    or not is_active(pod) or not selector.matches(meta.get("labels")):
                 continue
             adopted = await self._set_owner(pod, rs)
             if adopted is not None:
@@ -191,7 +194,7 @@ class ReplicaSetController:
             return None
 
     async def _create(self, key: str, rs: Obj, count: int) -> None:
-        self._expect[key] = _Expectation(count, 0, time.monotonic())
+        self._expect[key] = _Expectation(count, set(), time.monotonic())
         template = (rs.get("spec") or {}).get("template") or {}
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {**(template.get("metadata") or {}),
@@ -213,16 +216,17 @@ class ReplicaSetController:
                                   f"Created {count} pod{'s' if count > 1 else ''}")
 
     async def _delete(self, key: str, rs: Obj, pods: list[Obj]) -> None:
-        self._expect[key] = _Expectation(0, len(pods), time.monotonic())
+        self._expect[key] = _Expectation(0, {key_of(p) for p in pods}, time.monotonic())
         results = await asyncio.gather(
             *(self._client.delete(PODS, p["metadata"]["namespace"], p["metadata"]["name"],
                                   uid=p["metadata"]["uid"]) for p in pods),
             return_exceptions=True)
         expectation = self._expect.get(key)
-        lost = [r for r in results if isinstance(r, BaseException)]
-        if expectation is not None:
-            expectation.deletes -= len(lost)
-        errors = [r for r in lost if not isinstance(r, NotFound)]
+        for pod, result in zip(pods, results):
+            if isinstance(result, BaseException) and expectation is not None:
+                expectation.deletes.discard(key_of(pod))  # no event will come for it
+        errors = [r for r in results
+                  if isinstance(r, BaseException) and not isinstance(r, NotFound)]
         if errors:
             raise errors[0]
         names = ", ".join(p["metadata"]["name"] for p in pods)
@@ -251,7 +255,7 @@ class ReplicaSetController:
         try:
             await self._client.update(REPLICASETS, {**rs, "status": new}, subresource="status")
         except (Conflict, NotFound):
-            self._queue.add(key_of(rs))  # look again with what the informer brings
+            pass  # the informer's news of the change enqueues this ReplicaSet again
         except ApiError as exc:
             log.warning("status of %s: %s", key_of(rs), exc.message)
             raise

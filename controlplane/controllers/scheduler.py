@@ -68,6 +68,8 @@ class Scheduler:
         self._infos: dict[str, NodeInfo] = {}
         self._order: list[NodeInfo] = []
         self._unschedulable: set[str] = set()
+        #: Pods bound by this scheduler that the pod informer has not shown bound yet.
+        self._assumed: dict[str, Obj] = {}
         self._next_start = 0
         self._pods.add_handler(FuncHandler(self._pod_added, self._pod_updated,
                                            self._pod_deleted))
@@ -86,6 +88,7 @@ class Scheduler:
         if _pending(pod):
             self._queue.add(key_of(pod))
             return
+        self._assumed.pop(key_of(pod), None)  # the watch has caught up with our bind
         info = self._infos.get(_node_of(pod)[0]) if _node_of(pod) else None
         if info is not None:
             if is_terminal(pod):
@@ -98,6 +101,7 @@ class Scheduler:
         self._pod_added(new)
 
     def _pod_deleted(self, pod: Obj) -> None:
+        self._assumed.pop(key_of(pod), None)
         for name in _node_of(pod):
             info = self._infos.get(name)
             if info is not None and info.remove_pod(pod):
@@ -106,7 +110,10 @@ class Scheduler:
 
     def _node_changed(self, node: Obj) -> None:
         name = (node.get("metadata") or {}).get("name", "")
-        self._infos[name] = NodeInfo(node, self._pods.by_index(NODE_INDEX, name))
+        info = self._infos[name] = NodeInfo(node, self._pods.by_index(NODE_INDEX, name))
+        for assumed in self._assumed.values():
+            if assumed["spec"]["nodeName"] == name:
+                info.add_pod(assumed)  # bound by us, not yet seen by the watch
         self._order = [self._infos[n] for n in sorted(self._infos)]
         self._retry_unschedulable()
 
@@ -130,21 +137,27 @@ class Scheduler:
         if decision.node is None:
             await self._mark_unschedulable(key, pod, decision.message)
             return
-        info = self._infos[decision.node]
         assumed = {**pod, "spec": {**pod["spec"], "nodeName": decision.node}}
-        info.add_pod(assumed)
+        self._assumed[key] = assumed
+        self._infos[decision.node].add_pod(assumed)
         meta = pod["metadata"]
         try:
             await self._client.bind(meta["namespace"], meta["name"], decision.node)
-        except (Conflict, NotFound):
-            info.remove_pod(assumed)  # bound by someone else, or gone: nothing to do
-            return
-        except ApiError:
-            info.remove_pod(assumed)
+        except ApiError as exc:
+            self._forget(key, assumed)
+            if isinstance(exc, (Conflict, NotFound)):
+                return  # bound by someone else, or gone: nothing to do
             raise
         await self._events.record(pod, NORMAL, "Scheduled",
                                   f"Successfully assigned {meta['namespace']}/{meta['name']} "
                                   f"to {decision.node}")
+
+    def _forget(self, key: str, assumed: Obj) -> None:
+        """Undo an assumption whose binding failed (on the node's current NodeInfo)."""
+        self._assumed.pop(key, None)
+        info = self._infos.get(assumed["spec"]["nodeName"])
+        if info is not None:
+            info.remove_pod(assumed)
 
     async def _mark_unschedulable(self, key: str, pod: Obj, message: str) -> None:
         self._unschedulable.add(key)
@@ -158,9 +171,14 @@ class Scheduler:
                      "message": message, "lastProbeTime": None, "lastTransitionTime": now}
         meta = pod["metadata"]
         try:
+            # Carries the resourceVersion read: a pod bound meanwhile is left alone.
             await self._client.patch(PODS, meta["namespace"], meta["name"],
-                                     {"status": {"conditions": [condition]}},
+                                     {"metadata": {"resourceVersion":
+                                                   meta["resourceVersion"]},
+                                      "status": {"conditions": [condition]}},
                                      patch_type="strategic", subresource="status")
+        except Conflict:
+            return  # the informer brings the newer pod, and with it another look
         except NotFound:
             self._unschedulable.discard(key)
             return

@@ -26,8 +26,10 @@ async def test_one_holder_and_takeover_after_expiry(client: ApiClient) -> None:
     assert await b.try_acquire_or_renew() is False
     clock.advance(10)
     assert await a.try_acquire_or_renew() is True   # renewed
+    clock.advance(5)
+    assert await b.try_acquire_or_renew() is False  # b sees the renewal now
     clock.advance(14)
-    assert await b.try_acquire_or_renew() is False  # 14 s since a renewed: not expired
+    assert await b.try_acquire_or_renew() is False  # 14 s since b saw it move: not expired
     clock.advance(2)
     assert await b.try_acquire_or_renew() is True   # 16 s > 15 s lease: taken over
     assert await a.try_acquire_or_renew() is False

@@ -32,6 +32,13 @@ def test_toleration_seconds_table() -> None:
     assert toleration_seconds(pod({"operator": "Exists"}), key, 300) is None
     assert toleration_seconds(pod({"key": "other", "operator": "Exists"}), key, 300) == 300
     assert toleration_seconds(pod({"key": key, "effect": "NoSchedule"}), key, 300) == 300
+    # The smallest limit among matching tolerations wins over an unlimited one.
+    assert toleration_seconds(pod({"operator": "Exists"},
+                                  {"key": key, "operator": "Exists", "effect": "NoExecute",
+                                   "tolerationSeconds": 60}), key, 300) == 60
+    # Equal compares the value: the unreachable taint has none.
+    assert toleration_seconds(pod({"key": key, "operator": "Equal", "value": "x"}),
+                              key, 300) == 300
 
 
 async def test_lost_node_is_tainted_and_its_pods_replaced(client: ApiClient) -> None:
