@@ -53,7 +53,6 @@ import os
 import pstats
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,7 +72,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.auth.pki import client_ssl_context
 from controlplane.localcluster import ControlPlane
-from raftstore.localetcd import EtcdCluster
+from raftstore.localetcd import EtcdCluster, etcd_version
 
 log = logging.getLogger("bench.api")
 
@@ -720,19 +719,6 @@ def run_backend(backend: str, settings: Settings, seed: int) -> BackendResult:
             assert isinstance(plane, _ProfiledControlPlane)
             result.notes.extend(_profile_report(plane, profile_path))
     return result
-
-
-def etcd_version(binary: str) -> str:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], check=False, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "etcd"
-    for line in out.stdout.splitlines():
-        if line.startswith("etcd Version:"):
-            return "etcd " + line.split(":", 1)[1].strip()
-    return "etcd"
 
 
 # -- report -----------------------------------------------------------------------------------

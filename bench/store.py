@@ -33,7 +33,6 @@ import dataclasses
 import logging
 import math
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -46,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 
 from raftstore.etcd import EtcdStore
-from raftstore.localetcd import EtcdCluster
+from raftstore.localetcd import EtcdCluster, etcd_version
 from raftstore.localraft import RaftCluster
 from raftstore.raft import RaftStore
 from raftstore.store import Store, StoreError
@@ -202,19 +201,6 @@ async def workload(
 
 
 # -- etcd -------------------------------------------------------------------------------------
-
-
-def etcd_version(binary: str) -> str:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], check=False, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "etcd"
-    for line in out.stdout.splitlines():
-        if line.startswith("etcd Version:"):
-            return "etcd " + line.split(":", 1)[1].strip()
-    return "etcd"
 
 
 async def bench_etcd(settings: Settings) -> SystemResult:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -65,6 +66,20 @@ def find_etcd_binary(binary: str | None = None) -> str:
         f"etcd binary not found (looked at {looked}); install it (Debian: apt-get install "
         f"etcd-server) or point {ETCD_BINARY_ENV} at an etcd 3.4+ executable"
     )
+
+
+def etcd_version(binary: str) -> str:
+    """"etcd 3.4.23" as ``binary --version`` says, for benchmark reports ("etcd" if it cannot)."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], check=False, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "etcd"
+    for line in out.stdout.splitlines():
+        if line.startswith("etcd Version:"):
+            return "etcd " + line.split(":", 1)[1].strip()
+    return "etcd"
 
 
 @dataclass

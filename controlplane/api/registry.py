@@ -492,15 +492,7 @@ class Registry:
                 and rt is not NAMESPACES:
             # The last finalizer is gone: the object goes away now. (A namespace goes when
             # its content is gone: ``_finish_deletion``.)
-            if opts.dry_run:
-                return new
-            result = await self._store_call(self.store.txn(
-                [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
-            if not result.succeeded:
-                return LOST
-            meta["resourceVersion"] = str(result.revision)
-            self._after_delete(rt, new)
-            return new
+            return new if opts.dry_run else await self._remove(rt, kv, new)
         if opts.dry_run:
             return new
         result = await self._store_call(self.store.txn(
@@ -656,15 +648,8 @@ class Registry:
         grace = rt.strategy.graceful_delete(obj, opts.grace_period)
         lingers = bool(finalizers) or grace > 0 or rt is NAMESPACES
         if not lingers:
-            if opts.dry_run:
-                return obj, True
-            result = await self._store_call(self.store.txn(
-                [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
-            if not result.succeeded:
-                return LOST
-            meta["resourceVersion"] = str(result.revision)
-            self._after_delete(rt, obj)
-            return obj, True
+            removed = obj if opts.dry_run else await self._remove(rt, kv, obj)
+            return LOST if removed is LOST else (removed, True)
         if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or ()) \
                 and (meta.get("deletionGracePeriodSeconds") or 0) <= grace:
             return _NoOp((obj, False))  # already deleting, nothing new asked
@@ -688,6 +673,17 @@ class Registry:
         nmeta["resourceVersion"] = str(result.revision)
         self._spawn(self._finish_deletion(rt, new), f"finish deletion of {kv.key}")
         return new, False
+
+    async def _remove(self, rt: ResourceType, kv: KeyValue, obj: Obj) -> Any:
+        """Delete the key if it is still at ``kv``: ``obj`` with the deletion's revision, then
+        its dependents are collected; ``LOST`` if it moved."""
+        result = await self._store_call(self.store.txn(
+            [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
+        if not result.succeeded:
+            return LOST
+        obj["metadata"]["resourceVersion"] = str(result.revision)
+        self._after_delete(rt, obj)
+        return obj
 
     def _after_delete(self, rt: ResourceType, obj: Obj) -> None:
         """Dependents of deleted objects are deleted in the background (Kubernetes' GC).

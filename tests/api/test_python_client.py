@@ -7,12 +7,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client, config, watch  # the "test" extra installs it
+from kubernetes.client.rest import ApiException
 
 from controlplane.localcluster import ControlPlane
-
-kubernetes = pytest.importorskip("kubernetes")
-from kubernetes import client, config, watch  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

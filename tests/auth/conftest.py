@@ -31,20 +31,15 @@ USER_KEY = web.RequestKey("user", User)
 
 
 @pytest.fixture(params=KUBECTL_VERSIONS)
-def kubectl(request: pytest.FixtureRequest) -> str:
-    """A kubectl binary, once per promised version; skips when that one is not installed."""
+def kubectl(request: pytest.FixtureRequest, require: Callable[[str], None]) -> str:
+    """A kubectl binary, once per promised version; a missing one skips (fails in CI)."""
     path = KUBECTL_DIR / f"kubectl.{request.param}"
     if path.exists():
         return str(path)
     found = shutil.which(f"kubectl.{request.param}")
     if found is None:
-        pytest.skip(f"kubectl {request.param} is not installed")
+        require(f"kubectl {request.param}")
     return found
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> ClusterPKI:
-    return ClusterPKI.create(tmp_path / "pki")
 
 
 @dataclass
