@@ -31,7 +31,7 @@ from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 from raftstore.store import Store
 
 from .api.server import ApiServer
-from .client import ApiClient
+from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
@@ -120,13 +120,7 @@ class Controller:
             self._tasks.append(spawn(elector.run(), name="leader election"))
             is_leader = elector.is_leader
         client = self._client
-        # A fresh controller (empty caches) each time leadership is gained.
-        manager = ControllerManager(is_leader, [
-            Loop("scheduler", lambda: Scheduler(client).run()),
-            Loop("replicaset", lambda: ReplicaSetController(client).run()),
-            Loop("node-lifecycle", lambda: NodeLifecycleController(client).run()),
-            Loop("serviceaccount", lambda: ServiceAccountController(client).run()),
-        ])
+        manager = ControllerManager(is_leader, lambda: leader_loops(client))
         self._tasks.append(spawn(manager.run(), name="controller manager"))
 
     async def stop(self) -> None:
@@ -138,6 +132,19 @@ class Controller:
             await self.server.stop()
         if self.store is not None:
             await self.store.close()
+
+
+def leader_loops(client: ApiClient) -> list[Loop]:
+    """The control loops of one term of leadership, sharing one informer per resource."""
+    informers = InformerFactory(client)
+    return [
+        Loop("scheduler", lambda: Scheduler(client, informers=informers).run()),
+        Loop("replicaset", lambda: ReplicaSetController(client, informers=informers).run()),
+        Loop("node-lifecycle",
+             lambda: NodeLifecycleController(client, informers=informers).run()),
+        Loop("serviceaccount",
+             lambda: ServiceAccountController(client, informers=informers).run()),
+    ]
 
 
 def load_or_create_pki(directory: Path | None) -> ClusterPKI:

@@ -5,7 +5,7 @@
 keys reconciled with back-off. Nothing here imports the server (``controlplane.api``).
 """
 
-from .informer import FuncHandler, Handler, Informer, key_of
+from .informer import FuncHandler, Handler, Informer, InformerFactory, key_of
 from .reconciler import Requeue, run_controller, run_workers
 from .resources import (
     CONFIGMAPS,
@@ -42,7 +42,7 @@ from .workqueue import ShutDown, WorkQueue
 __all__ = [
     "AlreadyExists", "ApiClient", "ApiError", "CONFIGMAPS", "Conflict", "DEPLOYMENTS",
     "ENDPOINTS", "EVENTS", "Expired", "Forbidden", "FuncHandler", "Handler", "Informer",
-    "Invalid", "LEASES", "NAMESPACES", "NODES", "NotFound", "ObjectList",
+    "InformerFactory", "Invalid", "LEASES", "NAMESPACES", "NODES", "NotFound", "ObjectList",
     "PERSISTENTVOLUMECLAIMS", "PERSISTENTVOLUMES", "PODS", "REPLICASETS", "Requeue", "run_controller",
     "Resource", "SECRETS", "SERVICEACCOUNTS", "SERVICES", "ShutDown", "Unauthorized",
     "Unavailable", "WorkQueue", "key_of", "run_workers",

@@ -11,6 +11,11 @@ after a back-off (a resourceVersion too old for the server then gives ``Expired`
 cached object to ``on_update(obj, obj)`` that often, so level-triggered controllers revisit
 everything even when nothing changed.
 
+Sharing (client-go's SharedInformerFactory): ``InformerFactory`` hands every controller of a
+process the same informer per resource, so the leader keeps one pod watch, not one per
+controller. Each controller still ``run()``s the informers it uses: the first ``run()`` starts
+the list and watch, later ones join it, and it stops when the last of them is cancelled.
+
 The cache hands out the stored dicts themselves, shared by every handler and caller: never
 mutate one (``copy.deepcopy`` it first, or take a ``snapshot()``), as with client-go's caches.
 """
@@ -86,6 +91,14 @@ class FuncHandler:
             self._delete(obj)
 
 
+def _safe_index(informer: str, name: str, indexer: Indexer, obj: Obj) -> list[str]:
+    try:
+        return indexer(obj)
+    except Exception:
+        log.exception("%s: indexer %s failed on %s", informer, name, key_of(obj))
+        return []
+
+
 class Informer:
     """A watch-fed cache of ``res`` (in ``namespace``, matching the selectors).
 
@@ -113,6 +126,8 @@ class Informer:
         self._handlers: list[Handler] = []
         self._delay = BACKOFF_INITIAL
         self._name = f"informer {res.plural}" + (f" in {namespace}" if namespace else "")
+        self._task: asyncio.Task[None] | None = None
+        self._runners = 0
 
     # ------------------------------------------------------------ reading the cache
 
@@ -133,6 +148,18 @@ class Informer:
         """A deep copy of the cache, key to object, that the caller may change freely."""
         return copy.deepcopy(self._items)
 
+    def add_indexer(self, name: str, indexer: Indexer) -> None:
+        """Index by ``indexer`` too (objects already cached included); a name once only."""
+        if name in self._indexers:
+            if self._indexers[name] is not indexer:
+                raise ValueError(f"{self._name}: another indexer is already named {name!r}")
+            return
+        self._indexers[name] = indexer
+        self._indices[name] = {}
+        for key, obj in self._items.items():
+            for value in _safe_index(self._name, name, indexer, obj):
+                self._indices[name].setdefault(value, set()).add(key)
+
     def add_handler(self, handler: Handler) -> None:
         """Tell ``handler`` of changes from now on; objects already cached reach it as adds."""
         self._handlers.append(handler)
@@ -142,7 +169,20 @@ class Informer:
     # ------------------------------------------------------------ list and watch
 
     async def run(self) -> None:
-        """Keep the cache current until cancelled."""
+        """Keep the cache current until cancelled (every caller of ``run`` cancelled, when
+        the informer is shared)."""
+        if self._task is None or self._task.done():
+            self._task = spawn(self._run(), name=self._name)
+        self._runners += 1
+        try:
+            await asyncio.shield(self._task)
+        finally:
+            self._runners -= 1
+            if not self._runners:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
         resync = spawn(self._resync_loop(), name=f"{self._name} resync") if self.resync else None
         relist = True
         try:
@@ -256,13 +296,8 @@ class Informer:
                         del index[value]
 
     def _index_values(self, obj: Obj) -> list[tuple[str, list[str]]]:
-        found = []
-        for name, indexer in self._indexers.items():
-            try:
-                found.append((name, indexer(obj)))
-            except Exception:
-                log.exception("%s: indexer %s failed on %s", self._name, name, key_of(obj))
-        return found
+        return [(name, _safe_index(self._name, name, indexer, obj))
+                for name, indexer in self._indexers.items()]
 
     # ------------------------------------------------------------ handlers
 
@@ -283,3 +318,23 @@ class Informer:
             await asyncio.sleep(self.resync)
             for obj in list(self._items.values()):
                 self._dispatch("on_update", obj, obj)
+
+
+class InformerFactory:
+    """One ``Informer`` per resource (all namespaces, no selectors) for every controller that
+    asks through this factory; each asker adds its own indexers and handlers."""
+
+    def __init__(self, client: ApiClient, *, resync: float | None = None) -> None:
+        self.client = client
+        self.resync = resync
+        self._informers: dict[Resource, Informer] = {}
+
+    def informer(self, res: Resource, *, indexers: dict[str, Indexer] | None = None
+                 ) -> Informer:
+        informer = self._informers.get(res)
+        if informer is None:
+            informer = Informer(self.client, res, resync=self.resync)
+            self._informers[res] = informer
+        for name, indexer in (indexers or {}).items():
+            informer.add_indexer(name, indexer)
+        return informer

@@ -34,10 +34,13 @@ class Loop:
 
 
 class ControllerManager:
-    def __init__(self, is_leader: Callable[[], bool], loops: list[Loop], *,
+    """``make_loops`` gives the loops of one term of leadership: called each time leadership
+    is gained, so every term starts from empty caches (and one informer factory per term)."""
+
+    def __init__(self, is_leader: Callable[[], bool], make_loops: Callable[[], list[Loop]], *,
                  poll: float = POLL_SECONDS) -> None:
         self._is_leader = is_leader
-        self._loops = loops
+        self._make_loops = make_loops
         self._poll = poll
         self._running: dict[str, asyncio.Task[None]] = {}
 
@@ -52,8 +55,9 @@ class ControllerManager:
             while True:
                 leader = self._is_leader()
                 if leader and not self._running:
-                    log.warning("became leader: starting %d control loops", len(self._loops))
-                    for loop in self._loops:
+                    loops = self._make_loops()
+                    log.warning("became leader: starting %d control loops", len(loops))
+                    for loop in loops:
                         self._running[loop.name] = asyncio.get_running_loop().create_task(
                             self._keep_running(loop), name=f"control loop {loop.name}")
                 elif not leader and self._running:

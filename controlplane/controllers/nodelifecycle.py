@@ -30,10 +30,11 @@ from ..client import (
     ApiClient,
     ApiError,
     Conflict,
-    Informer,
+    InformerFactory,
     NotFound,
 )
 from .events import NORMAL, EventRecorder
+from .pods import NODE_INDEX, node_of
 from .scheduling.filters import tolerates
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 NODE_MONITOR_GRACE_SECONDS = 40.0
 #: DefaultTolerationSeconds admission's default for not-ready/unreachable.
 EVICTION_TIMEOUT_SECONDS = 300.0
-NODE_INDEX = "node"
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 Obj = dict[str, Any]
@@ -94,17 +94,18 @@ def toleration_seconds(pod: Obj, key: str, default: float) -> float | None:
 class NodeLifecycleController:
     def __init__(self, client: ApiClient, *, grace: float = NODE_MONITOR_GRACE_SECONDS,
                  eviction_timeout: float = EVICTION_TIMEOUT_SECONDS, period: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 informers: InformerFactory | None = None) -> None:
+        informers = informers or InformerFactory(client)
         self._client = client
         self._grace = grace
         self._eviction_timeout = eviction_timeout
         self._period = period
         self._clock = clock
         self._events = EventRecorder(client, COMPONENT)
-        self._nodes = Informer(client, NODES)
-        self._leases = Informer(client, LEASES, namespace="kube-node-lease")
-        self._pods = Informer(client, PODS, indexers={
-            NODE_INDEX: lambda pod: [n] if (n := (pod.get("spec") or {}).get("nodeName")) else []})
+        self._nodes = informers.informer(NODES)
+        self._leases = informers.informer(LEASES)
+        self._pods = informers.informer(PODS, indexers={NODE_INDEX: node_of})
         #: node -> (the lease's renewTime as last seen, our clock when it changed). Staleness
         #: is measured on our own clock from when we saw the lease move, as Kubernetes does:
         #: a new leader gives every node a full grace period, and clock skew does not count.

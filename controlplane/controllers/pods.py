@@ -13,6 +13,24 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: Index names shared by every controller of a process (one informer per resource): an index
+#: is defined once, here, so two controllers never file pods differently under one name.
+NODE_INDEX = "node"
+OWNER_INDEX = "controller-uid"
+
+
+def node_of(pod: Obj) -> list[str]:
+    """Index: the node a pod is bound to."""
+    name = (pod.get("spec") or {}).get("nodeName")
+    return [name] if name else []
+
+
+def owner_uid(obj: Obj) -> list[str]:
+    """Index: the uid of an object's controller."""
+    ref = controller_ref(obj)
+    return [ref["uid"]] if ref and ref.get("uid") else []
+
+
 def controller_ref(obj: Obj) -> Obj | None:
     """The ownerReference with controller=true, if any."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():

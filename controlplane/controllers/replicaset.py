@@ -28,7 +28,7 @@ from ..client import (
     ApiError,
     Conflict,
     FuncHandler,
-    Informer,
+    InformerFactory,
     NotFound,
     WorkQueue,
     key_of,
@@ -36,23 +36,17 @@ from ..client import (
 )
 from .events import NORMAL, WARNING, EventRecorder
 from ..api.selectors import LabelSelector
-from .pods import controller_ref, is_active, pod_ready
+from .pods import OWNER_INDEX, controller_ref, is_active, owner_uid, pod_ready
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "replicaset-controller"
-OWNER_INDEX = "controller-uid"
 #: Kubernetes' ExpectationsTimeout: stop waiting for a lost watch event after this long.
 EXPECTATIONS_TIMEOUT = 300.0
 #: Pods created or deleted concurrently per reconcile (Kubernetes' burstReplicas is 500).
 BURST_REPLICAS = 500
 
 Obj = dict[str, Any]
-
-
-def _owner_uid(pod: Obj) -> list[str]:
-    ref = controller_ref(pod)
-    return [ref["uid"]] if ref and ref.get("uid") else []
 
 
 @dataclass
@@ -66,13 +60,15 @@ class _Expectation:
 
 
 class ReplicaSetController:
-    def __init__(self, client: ApiClient, *, workers: int = 2) -> None:
+    def __init__(self, client: ApiClient, *, workers: int = 2,
+                 informers: InformerFactory | None = None) -> None:
+        informers = informers or InformerFactory(client)
         self._client = client
         self._workers = workers
         self._events = EventRecorder(client, COMPONENT)
         self._queue = WorkQueue()
-        self._sets = Informer(client, REPLICASETS)
-        self._pods = Informer(client, PODS, indexers={OWNER_INDEX: _owner_uid})
+        self._sets = informers.informer(REPLICASETS)
+        self._pods = informers.informer(PODS, indexers={OWNER_INDEX: owner_uid})
         self._expect: dict[str, _Expectation] = {}
         self._sets.add_handler(FuncHandler(self._enqueue, lambda old, new: self._enqueue(new),
                                            self._set_deleted))

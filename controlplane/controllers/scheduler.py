@@ -26,7 +26,7 @@ from ..client import (
     ApiError,
     Conflict,
     FuncHandler,
-    Informer,
+    InformerFactory,
     NotFound,
     WorkQueue,
     key_of,
@@ -34,20 +34,15 @@ from ..client import (
 )
 from .events import NORMAL, WARNING, EventRecorder
 from .scheduling.nodeinfo import NodeInfo
+from .pods import NODE_INDEX, node_of
 from .scheduling.podinfo import is_terminal
 from .scheduling.schedule import schedule
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_NAME = "default-scheduler"
-NODE_INDEX = "node"
 
 Obj = dict[str, Any]
-
-
-def _node_of(pod: Obj) -> list[str]:
-    name = (pod.get("spec") or {}).get("nodeName")
-    return [name] if name else []
 
 
 def _pending(pod: Obj) -> bool:
@@ -58,13 +53,15 @@ def _pending(pod: Obj) -> bool:
 
 
 class Scheduler:
-    def __init__(self, client: ApiClient, *, workers: int = 1) -> None:
+    def __init__(self, client: ApiClient, *, workers: int = 1,
+                 informers: InformerFactory | None = None) -> None:
+        informers = informers or InformerFactory(client)
         self._client = client
         self._workers = workers
         self._events = EventRecorder(client, SCHEDULER_NAME)
         self._queue = WorkQueue()
-        self._pods = Informer(client, PODS, indexers={NODE_INDEX: _node_of})
-        self._nodes = Informer(client, NODES)
+        self._pods = informers.informer(PODS, indexers={NODE_INDEX: node_of})
+        self._nodes = informers.informer(NODES)
         self._infos: dict[str, NodeInfo] = {}
         self._order: list[NodeInfo] = []
         self._unschedulable: set[str] = set()
@@ -89,7 +86,7 @@ class Scheduler:
             self._queue.add(key_of(pod))
             return
         self._assumed.pop(key_of(pod), None)  # the watch has caught up with our bind
-        info = self._infos.get(_node_of(pod)[0]) if _node_of(pod) else None
+        info = self._infos.get(node_of(pod)[0]) if node_of(pod) else None
         if info is not None:
             if is_terminal(pod):
                 info.remove_pod(pod)
@@ -102,7 +99,7 @@ class Scheduler:
 
     def _pod_deleted(self, pod: Obj) -> None:
         self._assumed.pop(key_of(pod), None)
-        for name in _node_of(pod):
+        for name in node_of(pod):
             info = self._infos.get(name)
             if info is not None and info.remove_pod(pod):
                 self._retry_unschedulable()

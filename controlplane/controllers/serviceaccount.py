@@ -15,7 +15,7 @@ from ..client import (
     ApiClient,
     Forbidden,
     FuncHandler,
-    Informer,
+    InformerFactory,
     NotFound,
     WorkQueue,
     run_controller,
@@ -25,11 +25,12 @@ DEFAULT_NAME = "default"
 
 
 class ServiceAccountController:
-    def __init__(self, client: ApiClient) -> None:
+    def __init__(self, client: ApiClient, informers: InformerFactory | None = None) -> None:
+        informers = informers or InformerFactory(client)
         self._client = client
         self._queue = WorkQueue()
-        self._namespaces = Informer(client, NAMESPACES)
-        self._accounts = Informer(client, SERVICEACCOUNTS)
+        self._namespaces = informers.informer(NAMESPACES)
+        self._accounts = informers.informer(SERVICEACCOUNTS)
         self._namespaces.add_handler(FuncHandler(
             lambda ns: self._queue.add(ns["metadata"]["name"])))
         self._accounts.add_handler(FuncHandler(on_delete=self._account_deleted))

@@ -31,7 +31,7 @@ async def test_loops_follow_leadership() -> None:
                 running.discard(name)
         return Loop(name, run)
 
-    manager = ControllerManager(lambda: leader, [loop("a"), loop("b")], poll=0.01)
+    manager = ControllerManager(lambda: leader, lambda: [loop("a"), loop("b")], poll=0.01)
     task = asyncio.create_task(manager.run())
     await asyncio.sleep(0.05)
     assert running == set() and not manager.leading
@@ -56,7 +56,7 @@ async def test_a_loop_that_fails_is_restarted(monkeypatch: pytest.MonkeyPatch) -
         runs += 1
         raise RuntimeError("boom")
 
-    manager = ControllerManager(lambda: True, [Loop("flaky", flaky)], poll=0.01)
+    manager = ControllerManager(lambda: True, lambda: [Loop("flaky", flaky)], poll=0.01)
     task = asyncio.create_task(manager.run())
     await _until(lambda: runs >= 3)
     task.cancel()
