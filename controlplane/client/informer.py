@@ -148,6 +148,11 @@ class Informer:
         """A deep copy of the cache, key to object, that the caller may change freely."""
         return copy.deepcopy(self._items)
 
+    @property
+    def running(self) -> bool:
+        """Whether the list and watch are going on (some ``run()`` not yet cancelled)."""
+        return self._task is not None and not self._task.done()
+
     def add_indexer(self, name: str, indexer: Indexer) -> None:
         """Index by ``indexer`` too (objects already cached included); a name once only."""
         if name in self._indexers:

@@ -169,3 +169,33 @@ async def test_relist_after_compaction_tells_the_delta(cluster: Cluster, client:
         # And the new watch works.
         await client.create(CONFIGMAPS, "default", configmap("later"))
         await eventually(lambda: ("add", "default/later") in seen)
+
+
+async def test_a_factory_shares_one_informer_per_resource(client: ApiClient) -> None:
+    """Controllers of one process share a watch: the second ``run()`` joins the first, and
+    the list and watch stop only when every runner has been cancelled."""
+    from controlplane.client import InformerFactory
+
+    factory = InformerFactory(client)
+    first = factory.informer(CONFIGMAPS, indexers={"ns": lambda o: [o["metadata"]["namespace"]]})
+    second = factory.informer(CONFIGMAPS)
+    assert first is second and factory.informer(PODS) is not first
+    with pytest.raises(ValueError):
+        factory.informer(CONFIGMAPS, indexers={"ns": lambda o: []})
+    await client.create(CONFIGMAPS, "default", configmap("a"))
+    runners = [asyncio.create_task(first.run()) for _ in range(2)]
+    try:
+        await asyncio.wait_for(first.synced.wait(), 10)
+        assert [o["metadata"]["name"] for o in first.by_index("ns", "default")] == ["a"]
+        runners[0].cancel()
+        await asyncio.gather(runners[0], return_exceptions=True)
+        assert first.running
+        await client.create(CONFIGMAPS, "default", configmap("b"))  # still watched
+        await eventually(lambda: first.get("default/b") is not None)
+        first.add_indexer("name", lambda o: [o["metadata"]["name"]])  # existing objects too
+        assert [o["metadata"]["name"] for o in first.by_index("name", "b")] == ["b"]
+    finally:
+        for task in runners:
+            task.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+    assert not first.running
