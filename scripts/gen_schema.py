@@ -18,7 +18,9 @@ document, so this script puts them back from small tables, each a fact of the Ku
    types come back: IntOrString (the client says ``object`` with an int|str annotation),
    Quantity (``str``; ``QUANTITY_*``), Time vs MicroTime (``datetime``; ``MICRO_TIME``),
    FieldsV1 (``object``), int64 vs int32 (``int``; ``INT64_FIELDS``).
-4. ``PATCH_META`` adds ``x-kubernetes-patch-strategy``/``-merge-key`` for the lists whose
+4. ``EXTENSIONS`` adds Corral's own fields: the BlueGreen and Canary Deployment strategies
+   (docs/deployment-strategies.md), as types of their own under ``dev.corral.apps.v1``.
+5. ``PATCH_META`` adds ``x-kubernetes-patch-strategy``/``-merge-key`` for the lists whose
    strategic-merge semantics clients rely on.
 
 Run ``python3 scripts/gen_schema.py``; ``--check`` exits 1 if the committed file is stale.
@@ -184,6 +186,54 @@ def description(text: str | None, *, sentence: bool = False) -> str:
     return " ".join(text.split())
 
 
+CORRAL_APPS = "dev.corral.apps.v1"
+#: Corral's Deployment strategy extensions: (type name, entry) added to the schema, and the
+#: fields they add to Kubernetes types. docs/deployment-strategies.md describes them.
+EXTENSION_TYPES: dict[str, dict[str, Any]] = {
+    f"{CORRAL_APPS}.BlueGreenStrategy": {
+        "description": "BlueGreen brings the new ReplicaSet up fully beside the old one, then "
+                       "switches the active Service's selector to it (Corral extension).",
+        "properties": {"activeService": "string", "previewService": "string",
+                       "autoPromotionEnabled": "boolean", "autoPromotionSeconds": "int32",
+                       "scaleDownDelaySeconds": "int32"},
+        "docs": {
+            "activeService": "Name of the Service that selects the active (serving) side.",
+            "previewService": "Name of a Service that selects the new side before promotion.",
+            "autoPromotionEnabled": "Promote as soon as the new side is fully available "
+                                    "(default true); otherwise wait for `kubectl rollout "
+                                    "resume`.",
+            "autoPromotionSeconds": "Seconds the new side must have been fully available "
+                                    "before automatic promotion.",
+            "scaleDownDelaySeconds": "Seconds the old side is kept after promotion, for an "
+                                     "instant rollback (default 30).",
+        },
+        "required": ["activeService"],
+    },
+    f"{CORRAL_APPS}.CanaryStrategy": {
+        "description": "Canary moves traffic to the new ReplicaSet in steps (Corral extension).",
+        "properties": {"steps": f"[]{CORRAL_APPS}.CanaryStep"},
+        "docs": {"steps": "setWeight and pause steps, in order; after the last one the new "
+                          "ReplicaSet takes all replicas."},
+    },
+    f"{CORRAL_APPS}.CanaryStep": {
+        "description": "One canary step: exactly one of setWeight and pause.",
+        "properties": {"setWeight": "int32", "pause": f"{CORRAL_APPS}.CanaryPause"},
+        "docs": {"setWeight": "Percentage (0-100) of the replicas that run the new template.",
+                 "pause": "Wait: duration seconds, or without one until `kubectl rollout "
+                          "resume`."},
+    },
+    f"{CORRAL_APPS}.CanaryPause": {
+        "description": "A pause between canary steps.",
+        "properties": {"duration": "int32"},
+        "docs": {"duration": "Seconds to wait; absent: wait for `kubectl rollout resume`."},
+    },
+}
+EXTENSION_FIELDS: dict[str, dict[str, str]] = {
+    "io.k8s.api.apps.v1.DeploymentStrategy": {"blueGreen": f"{CORRAL_APPS}.BlueGreenStrategy",
+                                              "canary": f"{CORRAL_APPS}.CanaryStrategy"},
+}
+
+
 class Walker:
     """Collects every model reachable from ``ROOTS`` as data-file type entries."""
 
@@ -208,6 +258,9 @@ class Walker:
                                   "date and time at microsecond precision."}
         self.types[FIELDS_V1] = {"scalar": "object", "description": "FieldsV1 stores a set of "
                                  "fields in a data structure like a Trie, in JSON format."}
+        self.types.update(EXTENSION_TYPES)
+        for name, fields in EXTENSION_FIELDS.items():
+            self.types[name]["properties"].update(fields)
         return dict(sorted(self.types.items()))
 
     def visit(self, cls_name: str) -> None:

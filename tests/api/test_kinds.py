@@ -190,8 +190,28 @@ INVALID: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
      [("spec.template.metadata.labels", "FieldValueInvalid")]),
     ("Deployment", {"spec.replicas": -1, "spec.revisionHistoryLimit": -1},
      [("spec.replicas", "FieldValueInvalid"), ("spec.revisionHistoryLimit", "FieldValueInvalid")]),
-    ("Deployment", {"spec.strategy": {"type": "BlueGreen"}},
+    ("Deployment", {"spec.strategy": {"type": "Blue-Green"}},
      [("spec.strategy", "FieldValueNotSupported")]),
+    ("Deployment", {"spec.strategy": {"type": "BlueGreen"}},
+     [("spec.strategy.blueGreen.activeService", "FieldValueRequired")]),
+    ("Deployment", {"spec.strategy": {"type": "BlueGreen", "rollingUpdate": {},
+                                      "blueGreen": {"activeService": "Web",
+                                                    "previewService": "Web",
+                                                    "scaleDownDelaySeconds": -1}}},
+     [("spec.strategy.rollingUpdate", "FieldValueForbidden"),
+      ("spec.strategy.blueGreen.activeService", "FieldValueInvalid"),
+      ("spec.strategy.blueGreen.previewService", "FieldValueInvalid"),
+      ("spec.strategy.blueGreen.previewService", "FieldValueInvalid"),
+      ("spec.strategy.blueGreen.scaleDownDelaySeconds", "FieldValueInvalid")]),
+    ("Deployment", {"spec.strategy": {"type": "Canary", "blueGreen": {"activeService": "w"},
+                                      "canary": {"steps": [{"setWeight": 101}, {},
+                                                           {"setWeight": 5, "pause": {}},
+                                                           {"pause": {"duration": -1}}]}}},
+     [("spec.strategy.blueGreen", "FieldValueForbidden"),
+      ("spec.strategy.canary.steps[0].setWeight", "FieldValueInvalid"),
+      ("spec.strategy.canary.steps[1]", "FieldValueInvalid"),
+      ("spec.strategy.canary.steps[2]", "FieldValueInvalid"),
+      ("spec.strategy.canary.steps[3].pause.duration", "FieldValueInvalid")]),
     ("Deployment", {"spec.strategy": {"type": "Recreate", "rollingUpdate": {}}},
      [("spec.strategy.rollingUpdate", "FieldValueForbidden")]),
     ("Deployment", {"spec.strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}},
@@ -384,6 +404,12 @@ def test_workload_defaults() -> None:
     assert deploy["status"] == {}
     recreate = created("Deployment", {"spec.strategy": {"type": "Recreate"}})
     assert recreate["spec"]["strategy"] == {"type": "Recreate"}
+    blue_green = created("Deployment", {"spec.strategy": {"type": "BlueGreen",
+                                                          "blueGreen": {"activeService": "web"}}})
+    assert blue_green["spec"]["strategy"]["blueGreen"] == {
+        "activeService": "web", "autoPromotionEnabled": True, "scaleDownDelaySeconds": 30}
+    canary = created("Deployment", {"spec.strategy": {"type": "Canary"}})
+    assert canary["spec"]["strategy"] == {"type": "Canary"}
     assert created("ReplicaSet", {"spec.replicas": DELETE})["spec"]["replicas"] == 1
 
 
