@@ -121,6 +121,9 @@ class Controller:
             is_leader = elector.is_leader
         client = self._client
         manager = ControllerManager(is_leader, lambda: leader_loops(client))
+        if self.server is not None:
+            self.server.metrics.leader.labels("corral-controller").set_function(
+                lambda: float(manager.leading))
         self._tasks.append(spawn(manager.run(), name="controller manager"))
 
     async def stop(self) -> None:

@@ -54,6 +54,10 @@ class ApiMetrics:
         self.watch_events = Counter(
             "apiserver_watch_events", "Watch events sent by resource.",
             ("group", "resource"), registry=self.registry)
+        self.leader = Gauge(
+            "leader_election_master_status", "1 while this process runs the control loops "
+            "(leads), else 0; as kube-controller-manager reports it.", ("name",),
+            registry=self.registry)
         self.inflight = Gauge(
             "apiserver_current_inflight_requests", "Requests being served by kind.",
             ("request_kind",), registry=self.registry)
