@@ -33,8 +33,10 @@ from raftstore.store import Store
 from .api.server import ApiServer
 from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
+from .controllers.garbagecollector import GarbageCollector
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
+from .controllers.namespace import NamespaceController
 from .controllers.nodelifecycle import NodeLifecycleController
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
@@ -147,6 +149,8 @@ def leader_loops(client: ApiClient) -> list[Loop]:
              lambda: NodeLifecycleController(client, informers=informers).run()),
         Loop("serviceaccount",
              lambda: ServiceAccountController(client, informers=informers).run()),
+        Loop("garbage-collector", lambda: GarbageCollector(client, informers=informers).run()),
+        Loop("namespace", lambda: NamespaceController(client, informers=informers).run()),
     ]
 
 

@@ -1,5 +1,6 @@
 """Throwaway local control planes: N ``corral controller`` processes on loopback
-(``ControlPlane``), or API servers inside this process (``InProcessCluster``).
+(``ControlPlane``), or API servers inside this process (``InProcessCluster``), optionally with
+control loops run as a leader's controller manager runs them (``start_controllers``).
 
 For tests and benchmarks. The cluster PKI is created once and shared (as an operator copies it
 to every controller host); each controller writes its own admin kubeconfig pointing at itself.
@@ -9,6 +10,7 @@ endpoints. Faults by index: ``kill`` (SIGKILL) and ``restart`` (same data dir).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -16,6 +18,7 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 import urllib.error
 import urllib.request
@@ -27,7 +30,11 @@ from raftstore.store import Store
 
 from .api.server import ApiServer
 from .auth.pki import ClusterPKI
-from .client import ApiClient
+from .client import ApiClient, InformerFactory
+from .client.tasks import spawn
+from .controllers.garbagecollector import GarbageCollector
+from .controllers.manager import ControllerManager, Loop
+from .controllers.namespace import NamespaceController
 
 
 class ControlPlaneError(RuntimeError):
@@ -167,6 +174,16 @@ class ControlPlane:
         self.stop()
 
 
+def cleanup_loops(client: ApiClient) -> list[Loop]:
+    """The loops that finish what deletes start: the garbage collector and the namespace
+    controller, sharing informers (as in ``controller.leader_loops``)."""
+    informers = InformerFactory(client)
+    return [
+        Loop("garbage-collector", lambda: GarbageCollector(client, informers=informers).run()),
+        Loop("namespace", lambda: NamespaceController(client, informers=informers).run()),
+    ]
+
+
 @dataclass
 class InProcessCluster:
     """API servers in this process sharing one store, as controllers share the Raft store:
@@ -175,6 +192,7 @@ class InProcessCluster:
     pki: ClusterPKI
     store: Store
     servers: dict[str, ApiServer] = field(default_factory=dict)
+    _manager: tuple[ApiClient, asyncio.Task[None]] | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
@@ -197,3 +215,22 @@ class InProcessCluster:
 
     async def stop_server(self, url: str) -> None:
         await self.servers.pop(url).stop()
+
+    async def start_controllers(
+            self, make_loops: Callable[[ApiClient], list[Loop]] = cleanup_loops) -> None:
+        """Run control loops against the servers, through a ``ControllerManager`` that always
+        leads (a real cluster runs them on its leader): by default the garbage collector and
+        the namespace controller, without which deletes do not cascade."""
+        if self._manager is not None:
+            raise RuntimeError("the controllers are running already")
+        client = await self.admin_client(list(self.servers)).__aenter__()
+        manager = ControllerManager(lambda: True, lambda: make_loops(client), poll=0.05)
+        self._manager = client, spawn(manager.run(), name="in-process controller manager")
+
+    async def stop_controllers(self) -> None:
+        if self._manager is None:
+            return
+        (client, task), self._manager = self._manager, None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()

@@ -24,6 +24,7 @@ _SUBRESOURCE_VERBS = {
     "binding": ("create",),
     "eviction": ("create",),
     "log": ("get",),
+    "finalize": ("update",),
 }
 #: The kind a subresource answers with (group, version, kind); None: the parent's kind.
 _SUBRESOURCE_KIND = {
@@ -32,6 +33,7 @@ _SUBRESOURCE_KIND = {
     "eviction": ("policy", "v1", "Eviction"),
     "log": None,
     "status": None,
+    "finalize": None,
 }
 
 

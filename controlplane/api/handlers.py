@@ -3,7 +3,8 @@
 ``ResourceHandler.handle`` parses the target (``requests.parse_target``), decides the verb from
 the method and URL, authorizes it, runs it through the ``Registry`` and encodes the answer
 (JSON, YAML, a Table, or PartialObjectMetadata). Subresources with their own shape (scale,
-binding, eviction, log) are small adapters over the same registry calls. Watches stream
+binding, eviction, log) are small adapters over the same registry calls; status and a
+namespace's finalize are updates of the object itself that change one part of it. Watches stream
 newline-delimited JSON events until the client leaves, the timeout passes or history runs out.
 """
 
@@ -89,6 +90,7 @@ class ResourceHandler:
             ("", "deletecollection"): self._deletecollection,
             ("status", "get"): self._get, ("status", "update"): self._update,
             ("status", "patch"): self._patch,
+            ("finalize", "update"): self._update,
             ("scale", "get"): self._scale, ("scale", "update"): self._scale,
             ("scale", "patch"): self._scale,
             ("binding", "create"): self._binding, ("eviction", "create"): self._eviction,
@@ -139,8 +141,7 @@ class ResourceHandler:
                  warnings: list[str] | None = None) -> web.Response:
         headers = {}
         if warnings:
-            headers["Warning"] = ", ".join(
-                '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"' for w in warnings)
+            headers["Warning"] = ", ".join(f'299 - "{_header_text(w)}"' for w in warnings)
         if output.yaml:
             return web.Response(body=yaml.safe_dump(obj, sort_keys=False).encode(),
                                 status=status, content_type=requests.YAML, headers=headers)
@@ -431,6 +432,13 @@ class ResourceHandler:
             await response.write(dumps(event) + b"\n")
         except ConnectionResetError:
             pass
+
+
+def _header_text(text: str) -> str:
+    """``text`` as a quoted-string of a header: quotes and backslashes escaped, control
+    characters (from field names a client sent, say) written as \\uXXXX."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7f else c for c in text)
 
 
 def _agent_url(node: Obj) -> str | None:

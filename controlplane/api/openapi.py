@@ -267,7 +267,8 @@ class _Paths:
 
     def _add_subresource(self, rt: ResourceType, sub: str, path: str, op_id: str,
                          kind_gvk: Json, params: list[Json]) -> None:
-        """status and scale: get/replace/patch; binding and eviction: create; log: read."""
+        """status and scale: get/replace/patch; binding and eviction: create; finalize:
+        replace; log: read."""
         ops: Json = {}
         what = f"{sub} of the specified {rt.kind}"
         if sub in ("status", "scale"):
@@ -287,6 +288,10 @@ class _Paths:
             ops["post"] = self._op("post", f"create {sub} of a {rt.kind}",
                                    f"create{op_id}{sub.capitalize()}", gvk, P_WRITE, body=body,
                                    responses=dict.fromkeys(("200", "201", "202"), body))
+        elif sub == "finalize":
+            ops["put"] = self._op("put", f"replace finalize of the specified {rt.kind}",
+                                  f"replace{op_id}Finalize", kind_gvk, P_WRITE, body=rt.schema,
+                                  responses=dict.fromkeys(("200", "201"), rt.schema))
         elif sub == "log":
             op = self._op("get", f"read log of the specified {rt.kind}", f"read{op_id}Log",
                           kind_gvk, P_LOG, responses={})

@@ -10,9 +10,14 @@ value. Every write is one store transaction guarded by a compare: create-if-abse
 The flow of a write: read the current object (updates) -> apply the patch (patches) -> decode
 against the kind's schema (``fieldValidation``) -> carry over what the client may not set ->
 strategy prepare + default -> validate (metadata generically, then the strategy) -> record
-managed fields -> compare-and-swap in the store (skipped with ``dryRun``). Deletion honours
-finalizers and graceful deletion; dependents are found through ownerReferences by
-``garbage``.
+managed fields -> compare-and-swap in the store (skipped with ``dryRun``).
+
+Deletion sets ``deletionTimestamp`` and the finalizers the propagation policy asks for
+(``orphan``, ``foregroundDeletion``), honours graceful deletion, and removes the object when
+its last finalizer goes (a namespace: when ``spec.finalizers`` is empty too). Everything else
+deletion causes is done by controllers on the leader, never here: dependents by the garbage
+collector (``controllers.garbagecollector``), a namespace's content by the namespace
+controller (``controllers.namespace``), which then finalizes it (``namespaces/{name}/finalize``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 import random
 import secrets
 import uuid
@@ -47,16 +51,12 @@ from raftstore.store import (
 from . import apply as ssa
 from . import errors, schema, validation
 from . import patch as patches
-from .resources import RESOURCES, ResourceType, lookup
+from .resources import ResourceType, lookup
 from .selectors import FieldSelector, LabelSelector
 from .strategy import Obj
 
-log = logging.getLogger(__name__)
-
 #: Attempts of an unconditional update or a patch that lost a race to another writer.
 CONFLICT_RETRIES = 8
-#: How long deleted owners gather before one sweep looks for their dependents.
-GC_GATHER_SECONDS = 0.2
 NAMESPACES = lookup("", "v1", "namespaces")
 PODS = lookup("", "v1", "pods")
 #: Characters Kubernetes uses for generateName suffixes (no vowels, no look-alikes).
@@ -190,9 +190,7 @@ class Registry:
         self.store = store
         self.clock = clock
         self.watch_progress_interval = watch_progress_interval
-        self._background: set[asyncio.Task[None]] = set()
         self._locks: dict[str, list[Any]] = {}
-        self._gc_pending: dict[str, set[Any]] = {}
 
     # ---------------------------------------------------------------- reads
 
@@ -463,6 +461,9 @@ class Registry:
         if subresource == "status":
             rt.strategy.prepare_for_status_update(new, old)
             causes = rt.strategy.validate_status_update(new, old)
+        elif subresource == "finalize":
+            rt.strategy.prepare_for_finalize(new, old)
+            causes = rt.strategy.validate(new)
         else:
             rt.strategy.prepare_for_update(new, old)
             rt.strategy.default(new)
@@ -489,10 +490,10 @@ class Registry:
         meta = new["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers") \
                 and not old["metadata"].get("deletionGracePeriodSeconds") \
-                and rt is not NAMESPACES:
-            # The last finalizer is gone: the object goes away now. (A namespace goes when
-            # its content is gone: ``_finish_deletion``.)
-            return new if opts.dry_run else await self._remove(rt, kv, new)
+                and not rt.strategy.holds_deletion(new):
+            # The last finalizer is gone: the object goes away now (Kubernetes'
+            # ShouldDeleteDuringUpdate; a namespace waits for its spec.finalizers too).
+            return new if opts.dry_run else await self._remove(kv, new)
         if opts.dry_run:
             return new
         result = await self._store_call(self.store.txn(
@@ -614,7 +615,8 @@ class Registry:
 
     async def delete(self, rt: ResourceType, namespace: str, name: str,
                      opts: DeleteOptions) -> tuple[Obj, bool]:
-        """Delete or start deleting; (object, gone now). Dependents follow ``propagation``."""
+        """Delete or start deleting; (object, gone now). ``propagation`` Orphan or Foreground
+        adds its finalizer, for the garbage collector to work."""
         wanted = _parse_rv(opts.resource_version) if opts.resource_version else 0
 
         async def attempt_write(kv: KeyValue | None) -> Any:
@@ -646,9 +648,9 @@ class Registry:
         if propagation == "Foreground" and "foregroundDeletion" not in finalizers:
             finalizers.append("foregroundDeletion")
         grace = rt.strategy.graceful_delete(obj, opts.grace_period)
-        lingers = bool(finalizers) or grace > 0 or rt is NAMESPACES
+        lingers = bool(finalizers) or grace > 0 or rt.strategy.holds_deletion(obj)
         if not lingers:
-            removed = obj if opts.dry_run else await self._remove(rt, kv, obj)
+            removed = obj if opts.dry_run else await self._remove(kv, obj)
             return LOST if removed is LOST else (removed, True)
         if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or ()) \
                 and (meta.get("deletionGracePeriodSeconds") or 0) <= grace:
@@ -662,8 +664,7 @@ class Registry:
         nmeta["deletionGracePeriodSeconds"] = grace
         if finalizers:
             nmeta["finalizers"] = finalizers
-        if rt is NAMESPACES:
-            new.setdefault("status", {})["phase"] = "Terminating"
+        rt.strategy.prepare_for_delete(new)
         if opts.dry_run:
             return new, False
         result = await self._store_call(self.store.txn(
@@ -671,159 +672,17 @@ class Registry:
         if not result.succeeded:
             return LOST
         nmeta["resourceVersion"] = str(result.revision)
-        self._spawn(self._finish_deletion(rt, new), f"finish deletion of {kv.key}")
         return new, False
 
-    async def _remove(self, rt: ResourceType, kv: KeyValue, obj: Obj) -> Any:
-        """Delete the key if it is still at ``kv``: ``obj`` with the deletion's revision, then
-        its dependents are collected; ``LOST`` if it moved."""
+    async def _remove(self, kv: KeyValue, obj: Obj) -> Any:
+        """Delete the key if it is still at ``kv``: ``obj`` with the deletion's revision;
+        ``LOST`` if it moved. Its dependents are the garbage collector's business."""
         result = await self._store_call(self.store.txn(
             [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
         if not result.succeeded:
             return LOST
         obj["metadata"]["resourceVersion"] = str(result.revision)
-        self._after_delete(rt, obj)
         return obj
-
-    def _after_delete(self, rt: ResourceType, obj: Obj) -> None:
-        """Dependents of deleted objects are deleted in the background (Kubernetes' GC).
-
-        A burst of deletes in one namespace (``kubectl delete --all``) shares one sweep.
-        """
-        meta = obj["metadata"]
-        namespace = meta.get("namespace", "")
-        pending = self._gc_pending.setdefault(namespace, set())
-        pending.add(meta.get("uid"))
-        if len(pending) == 1:
-            self._spawn(self._sweep(namespace), f"garbage collection in {namespace!r}")
-
-    async def _sweep(self, namespace: str) -> None:
-        await asyncio.sleep(GC_GATHER_SECONDS)
-        uids = self._gc_pending.pop(namespace, set())
-        await self._delete_dependents(uids, namespace, "Background")
-
-    def _spawn(self, coro: Any, what: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=what)
-        self._background.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._background.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed", what, exc_info=t.exception())
-
-        task.add_done_callback(done)
-
-    async def _finish_deletion(self, rt: ResourceType, obj: Obj) -> None:
-        """Work the finalizers this server owns: namespaces, foreground and orphan deletion.
-
-        Every step names the object by uid too: a namespace deleted and made again under the
-        same name is a different namespace, and this task must leave it alone.
-        """
-        meta = obj["metadata"]
-        namespace, name, uid = meta.get("namespace", ""), meta["name"], meta.get("uid")
-        if rt is NAMESPACES:
-            if await self._empty_namespace(name, uid):
-                await self._remove_finalizer(rt, namespace, name, uid, None)
-            return
-        finalizers = meta.get("finalizers") or ()
-        if "orphan" in finalizers:
-            await self._collect_dependents(obj, "Orphan")
-            await self._remove_finalizer(rt, namespace, name, uid, "orphan")
-        if "foregroundDeletion" in finalizers:
-            await self._collect_dependents(obj, "Foreground")
-            await self._remove_finalizer(rt, namespace, name, uid, "foregroundDeletion")
-
-    async def _still_deleting(self, rt: ResourceType, namespace: str, name: str,
-                              uid: str | None) -> KeyValue | None:
-        """The object if it is still the one being deleted (same uid, deletionTimestamp)."""
-        kv = await self.get_kv(rt, namespace, name)
-        if kv is None:
-            return None
-        meta = decode(kv)["metadata"]
-        return kv if meta.get("uid") == uid and meta.get("deletionTimestamp") else None
-
-    async def _remove_finalizer(self, rt: ResourceType, namespace: str, name: str,
-                                uid: str | None, finalizer: str | None) -> None:
-        """Drop ``finalizer`` so the object can go; None: remove a namespace now."""
-        for _ in range(CONFLICT_RETRIES):
-            kv = await self._still_deleting(rt, namespace, name, uid)
-            if kv is None:
-                return
-            if finalizer is None:
-                done = await self._store_call(self.store.txn(
-                    [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
-                if done.succeeded:
-                    return
-                continue
-            old = decode(kv)
-            new = json_copy(old)
-            new["metadata"]["finalizers"] = [
-                f for f in new["metadata"].get("finalizers") or () if f != finalizer]
-            if await self._swap(rt, kv, old, new, WriteOptions()) is not LOST:
-                return
-
-    async def _empty_namespace(self, namespace: str, uid: str | None) -> bool:
-        """Delete everything in a terminating namespace and wait until it is gone; False if
-        the namespace stopped being the one being deleted meanwhile."""
-        while await self._still_deleting(NAMESPACES, "", namespace, uid) is not None:
-            left = 0
-            for rt in RESOURCES:
-                if not rt.namespaced:
-                    continue
-                page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
-                for kv in page.kvs:
-                    left += 1
-                    obj = decode(kv)
-                    if not obj["metadata"].get("deletionTimestamp"):
-                        try:
-                            await self.delete(rt, namespace, obj["metadata"]["name"],
-                                              DeleteOptions())
-                        except errors.ApiError:
-                            pass  # gone or changed meanwhile: the next round looks again
-            if not left:
-                return True
-            await asyncio.sleep(0.5)
-        return False
-
-    async def _dependents(self, uids: set[Any], namespace: str
-                          ) -> AsyncIterator[tuple[ResourceType, KeyValue, Obj]]:
-        """Objects with an ownerReference to one of ``uids``: in ``namespace`` (owners are
-        namespace-local), or anywhere for a cluster-scoped owner (``namespace`` "")."""
-        for rt in RESOURCES:
-            if not rt.namespaced and namespace:
-                continue
-            page = await self._store_call(self.store.range(rt.key_prefix(namespace)))
-            for kv in page.kvs:
-                obj = decode(kv)
-                refs = obj["metadata"].get("ownerReferences") or ()
-                if any(r.get("uid") in uids for r in refs):
-                    yield rt, kv, obj
-
-    async def _collect_dependents(self, owner: Obj, propagation: str) -> None:
-        """Delete (or orphan) the objects whose ownerReferences name ``owner``'s uid."""
-        meta = owner["metadata"]
-        await self._delete_dependents({meta.get("uid")}, meta.get("namespace", ""), propagation)
-
-    async def _delete_dependents(self, uids: set[Any], namespace: str, propagation: str) -> None:
-        async for rt, kv, dependent in self._dependents(uids, namespace):
-            dmeta = dependent["metadata"]
-            try:
-                if propagation == "Orphan":
-                    new = json_copy(dependent)
-                    refs = [r for r in dmeta.get("ownerReferences") or ()
-                            if r.get("uid") not in uids]
-                    new["metadata"]["ownerReferences"] = refs
-                    if not refs:
-                        del new["metadata"]["ownerReferences"]
-                    await self._swap(rt, kv, dependent, new, WriteOptions())
-                else:
-                    await self.delete(rt, dmeta.get("namespace", ""), dmeta["name"],
-                                      DeleteOptions(propagation=propagation))
-            except errors.ApiError as exc:
-                log.info("garbage collection of %s: %s", kv.key, exc.message)
-        if propagation == "Foreground":
-            while [found async for found in self._dependents(uids, namespace)]:
-                await asyncio.sleep(0.5)
 
     async def delete_collection(self, rt: ResourceType, namespace: str, list_opts: ListOptions,
                                 opts: DeleteOptions) -> list[Obj]:
@@ -938,11 +797,6 @@ class Registry:
             return await awaitable
         except Unavailable as exc:
             raise errors.unavailable(f"the cluster state store is unavailable: {exc}") from None
-
-    async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
 
 
 def _reset_fields(rt: ResourceType, subresource: str) -> tuple[str, ...]:

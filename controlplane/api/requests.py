@@ -65,7 +65,11 @@ def parse_target(path: str) -> Target | None:
     if watch_path:
         rest = rest[1:]
     namespace = ""
-    if len(rest) >= 3 and rest[0] == "namespaces":
+    namespaces = lookup("", version, "namespaces") if group == "" else None
+    # /namespaces/{name}/status names a Namespace's subresource, not a collection in it.
+    own_subresource = namespaces is not None and len(rest) == 3 and \
+        rest[2] in namespaces.subresources
+    if len(rest) >= 3 and rest[0] == "namespaces" and not own_subresource:
         namespace, rest = rest[1], rest[2:]
     elif rest[:1] == ["namespaces"] and group == "":
         rt = lookup("", version, "namespaces")

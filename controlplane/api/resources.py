@@ -36,7 +36,8 @@ class ResourceType:
     singular: str
     namespaced: bool
     strategy: Strategy
-    #: Subresources besides the object itself: "status", "scale", "binding", "log", "eviction".
+    #: Subresources besides the object itself: "status", "scale", "binding", "log", "eviction",
+    #: "finalize".
     subresources: tuple[str, ...] = ()
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
@@ -74,7 +75,7 @@ def _core(kind: str, plural: str, namespaced: bool, strategy: Strategy, **kw) ->
 ALL = ("all",)
 RESOURCES: tuple[ResourceType, ...] = (
     _core("Namespace", "namespaces", False, namespaces.NamespaceStrategy(),
-          subresources=("status",), short_names=("ns",)),
+          subresources=("status", "finalize"), short_names=("ns",)),
     _core("Pod", "pods", True, pods.PodStrategy(),
           subresources=("status", "binding", "log", "eviction"), short_names=("po",),
           categories=ALL),

@@ -157,7 +157,6 @@ class ApiServer:
         if self._seeding is not None:
             self._seeding.cancel()
             await asyncio.gather(self._seeding, return_exceptions=True)
-        await self.registry.close()
         if self._runner is not None:
             await self._runner.cleanup()
 

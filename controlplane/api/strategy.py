@@ -87,3 +87,17 @@ class Strategy:
     def graceful_delete(self, obj: Obj, grace_period: int | None) -> int:
         """Seconds this object lingers with a deletionTimestamp before it is removed (0: now)."""
         return 0
+
+    def prepare_for_delete(self, obj: Obj) -> None:
+        """Mark an object that starts lingering with a deletionTimestamp (Namespaces: phase
+        Terminating)."""
+
+    def holds_deletion(self, obj: Obj) -> bool:
+        """Whether something of the kind besides ``metadata.finalizers`` keeps a deleted object
+        (Namespaces: ``spec.finalizers``, emptied through ``finalize``)."""
+        return False
+
+    def prepare_for_finalize(self, new: Obj, old: Obj) -> None:
+        """The ``finalize`` subresource of kinds that have one: what it may change of ``old``."""
+        new.clear()
+        new.update(old)

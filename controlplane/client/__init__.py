@@ -22,7 +22,9 @@ from .resources import (
     SECRETS,
     SERVICEACCOUNTS,
     SERVICES,
+    SERVED,
     Resource,
+    for_kind,
 )
 from .rest import (
     AlreadyExists,
@@ -44,6 +46,6 @@ __all__ = [
     "ENDPOINTS", "EVENTS", "Expired", "Forbidden", "FuncHandler", "Handler", "Informer",
     "InformerFactory", "Invalid", "LEASES", "NAMESPACES", "NODES", "NotFound", "ObjectList",
     "PERSISTENTVOLUMECLAIMS", "PERSISTENTVOLUMES", "PODS", "REPLICASETS", "Requeue", "run_controller",
-    "Resource", "SECRETS", "SERVICEACCOUNTS", "SERVICES", "ShutDown", "Unauthorized",
-    "Unavailable", "WorkQueue", "key_of", "run_workers",
+    "Resource", "SECRETS", "SERVED", "SERVICEACCOUNTS", "SERVICES", "ShutDown", "Unauthorized",
+    "Unavailable", "WorkQueue", "for_kind", "key_of", "run_workers",
 ]

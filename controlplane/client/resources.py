@@ -3,7 +3,7 @@
 A ``Resource`` is the client's view of one row of the server's table of kinds (the server's
 own table lives in ``controlplane.api``, which clients may not import). ``path`` builds the
 REST URL of a collection, an object or a subresource; the constants below are the kinds the
-API server serves (docs/api.md).
+API server serves (docs/api.md), all of them in ``SERVED``.
 """
 
 from __future__ import annotations
@@ -63,3 +63,18 @@ SERVICEACCOUNTS = _core("serviceaccounts", "ServiceAccount", True)
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True)
 REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet", True)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
+
+#: Every resource the API server serves, in the order of its table: what the garbage collector
+#: watches and what the namespace controller empties a namespace of.
+SERVED: tuple[Resource, ...] = (
+    NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS, EVENTS, PERSISTENTVOLUMES,
+    PERSISTENTVOLUMECLAIMS, SERVICEACCOUNTS, DEPLOYMENTS, REPLICASETS, LEASES,
+)
+_BY_GROUP_KIND = {(r.group, r.kind): r for r in SERVED}
+
+
+def for_kind(api_version: str, kind: str) -> Resource | None:
+    """The served resource of objects of ``apiVersion`` and ``kind`` (an ownerReference's),
+    or None. Group and kind decide, not the version, as Kubernetes' REST mapper does."""
+    group = api_version.rpartition("/")[0] if "/" in api_version else ""
+    return _BY_GROUP_KIND.get((group, kind))

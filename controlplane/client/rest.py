@@ -326,6 +326,18 @@ class ApiClient:
             options["preconditions"] = preconditions
         return await self._call("DELETE", res.path(namespace, name), body=options)
 
+    async def delete_collection(self, res: Resource, namespace: str = "", *,
+                                label_selector: str = "", field_selector: str = "",
+                                propagation: str | None = None) -> list[Obj]:
+        """Delete every matching object (all of ``namespace``'s without selectors); the
+        objects as deleted, those that linger (finalizers, a grace period) included."""
+        options: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if propagation is not None:
+            options["propagationPolicy"] = propagation
+        answer = await self._call("DELETE", res.path(namespace),
+                                  params=_selectors(label_selector, field_selector), body=options)
+        return list((answer or {}).get("items") or ())
+
     async def bind(self, namespace: str, name: str, node: str) -> None:
         """Bind a pod to a node (pods/binding, as the scheduler does); ``Conflict`` if it is
         bound already."""

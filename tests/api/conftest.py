@@ -1,7 +1,9 @@
 """Fixtures of the API tests: an in-process API server, and a 3-controller control plane.
 
 ``api`` is the in-process server of tests/conftest.py's ``cluster`` plus an aiohttp session
-holding the admin credential: fast, for behaviour of the REST layer.
+holding the admin credential: fast, for behaviour of the REST layer. ``controllers`` runs the
+garbage collector and the namespace controller against it, for tests of what deletes cascade to
+(a real cluster runs them on its leader).
 ``control_plane`` is three real ``corral controller`` processes sharing one Raft group (one per
 test module), driven by the real kubectl and the official Python client.
 """
@@ -25,6 +27,13 @@ async def api(cluster: InProcessCluster) -> AsyncIterator[Api]:
     context = pki.client_ssl_context(pki.admin_cert_pem, pki.admin_key_pem)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
         yield Api(cluster.servers[cluster.url], cluster.url, session, pki)
+
+
+@pytest.fixture
+async def controllers(cluster: InProcessCluster) -> AsyncIterator[None]:
+    await cluster.start_controllers()
+    yield
+    await cluster.stop_controllers()
 
 
 @pytest.fixture(scope="module")

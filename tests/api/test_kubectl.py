@@ -204,6 +204,18 @@ def test_delete_cascades_to_dependents(kubectl: Kubectl, ns: str) -> None:
     assert missing.returncode != 0 and "NotFound" in missing.stderr
 
 
+def test_delete_namespace_waits_until_everything_in_it_is_gone(kubectl: Kubectl) -> None:
+    name = f"d-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    kubectl("apply", "-n", name, "-f", "-", stdin=MANIFEST)
+    kubectl("delete", "namespace", name, "--timeout=30s")
+    missing = kubectl("get", "namespace", name, check=False)
+    assert missing.returncode != 0 and "NotFound" in missing.stderr
+    kubectl("create", "namespace", name)
+    assert kubectl("get", "all", "-n", name, "-o", "name").stdout.strip() == ""
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
 def test_errors_reach_the_user(kubectl: Kubectl, ns: str) -> None:
     bad = MANIFEST.replace("name: settings", "name: Bad_Name")
     out = kubectl("apply", "-n", ns, "-f", "-", stdin=bad, check=False)

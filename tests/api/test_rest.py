@@ -378,7 +378,7 @@ def _owned_pod(name: str, owner: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("policy", ["Background", "Foreground", "Orphan"])
-async def test_propagation_policies(api: Api, policy: str) -> None:
+async def test_propagation_policies(api: Api, controllers: None, policy: str) -> None:
     _, owner, _ = await api.call("POST", DEPLOY, deployment("own"))
     await api.call("POST", PODS, _owned_pod("dep", owner))
     status, _, _ = await api.call("DELETE", f"{DEPLOY}/own", {"propagationPolicy": policy})
@@ -391,7 +391,7 @@ async def test_propagation_policies(api: Api, policy: str) -> None:
         await _wait_gone(api, f"{PODS}/dep")
 
 
-async def test_namespace_deletion_empties_it(api: Api) -> None:
+async def test_namespace_deletion_empties_it(api: Api, controllers: None) -> None:
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}}
     assert (await api.call("POST", "/api/v1/namespaces", ns))[0] == 201
     await api.call("POST", "/api/v1/namespaces/gone/configmaps", configmap("x"))
@@ -402,6 +402,36 @@ async def test_namespace_deletion_empties_it(api: Api) -> None:
     assert status in (403, 404)
     await _wait_gone(api, "/api/v1/namespaces/gone")
     assert (await api.call("GET", "/api/v1/namespaces/gone/configmaps/x"))[0] == 404
+
+
+async def test_namespace_finalize_subresource(api: Api) -> None:
+    """finalize changes spec.finalizers only; a deleted namespace goes once it is finalized."""
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fin"}}
+    _, created, _ = await api.call("POST", "/api/v1/namespaces", ns)
+    assert created["spec"]["finalizers"] == ["kubernetes"]
+    status, got, _ = await api.call("GET", "/api/v1/namespaces/fin/status")
+    assert status == 200 and got["status"]["phase"] == "Active"
+    await api.call("POST", "/api/v1/namespaces/fin/configmaps", configmap("c"))
+    status, body, _ = await api.call("DELETE", "/api/v1/namespaces/fin")
+    assert status == 202 and body["spec"]["finalizers"] == ["kubernetes"]
+    # No controller runs here: the namespace and its content wait.
+    await asyncio.sleep(0.3)
+    assert (await api.call("GET", "/api/v1/namespaces/fin/configmaps/c"))[0] == 200
+    got = (await api.call("GET", "/api/v1/namespaces/fin"))[1]
+    update = {**got, "metadata": {**got["metadata"], "labels": {"sneaked": "in"}},
+              "spec": {"finalizers": ["example.com/last"]}}
+    status, body, _ = await api.call("PUT", "/api/v1/namespaces/fin/finalize", update)
+    assert status == 200 and body["spec"]["finalizers"] == ["example.com/last"]
+    assert "sneaked" not in body["metadata"]["labels"]
+    stale = {**got, "spec": {"finalizers": []}}
+    assert (await api.call("PUT", "/api/v1/namespaces/fin/finalize", stale))[0] == 409
+    done = {**body, "spec": {"finalizers": []}}
+    status, _, _ = await api.call("PUT", "/api/v1/namespaces/fin/finalize", done)
+    assert status == 200
+    assert (await api.call("GET", "/api/v1/namespaces/fin"))[0] == 404
+    status, _, _ = await api.call("PATCH", "/api/v1/namespaces/default/finalize", {},
+                                  content_type="application/merge-patch+json")
+    assert status == 405
 
 
 BAD_INPUT = [
@@ -562,7 +592,7 @@ async def test_subresources_take_only_their_verbs(api: Api, method: str, path: s
 
 
 async def test_terminating_namespace_survives_updates_and_its_successor_is_left_alone(
-        api: Api) -> None:
+        api: Api, controllers: None) -> None:
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t2"}}
     await api.call("POST", "/api/v1/namespaces", ns)
     await api.call("POST", "/api/v1/namespaces/t2/pods", pod("bound"))
@@ -581,7 +611,7 @@ async def test_terminating_namespace_survives_updates_and_its_successor_is_left_
     assert (await api.call("POST", "/api/v1/namespaces", ns))[0] == 201
     assert (await api.call("POST", "/api/v1/namespaces/t2/configmaps",
                            configmap("newdata")))[0] == 201
-    await asyncio.sleep(1.2)  # longer than a sweep of the old namespace's task
+    await asyncio.sleep(1.2)  # the old namespace's key may still come back
     assert (await api.call("GET", "/api/v1/namespaces/t2/configmaps/newdata"))[0] == 200
     assert (await api.call("GET", "/api/v1/namespaces/t2"))[1]["status"]["phase"] == "Active"
 

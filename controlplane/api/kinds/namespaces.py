@@ -1,11 +1,15 @@
 """Namespace strategy: cluster-scoped, named by a DNS label, Active until deleted.
 
 As in Kubernetes, the "kubernetes" finalizer is added to ``spec.finalizers`` on create (not by
-defaulting, so that the namespace controller may later remove it) and only a finalize step may
-change that list: updates keep the old one.
+defaulting, so that the namespace controller may later remove it) and only the ``finalize``
+subresource may change that list: updates keep the old one. A deleted namespace turns
+Terminating and stays until both ``spec.finalizers`` and ``metadata.finalizers`` are empty:
+the namespace controller empties it, then finalizes it.
 """
 
 from __future__ import annotations
+
+import copy
 
 from ..errors import Cause, invalid_value
 from ..strategy import Column, Obj, Strategy
@@ -37,6 +41,22 @@ class NamespaceStrategy(Strategy):
             section(new, "spec").pop("finalizers", None)
         else:
             section(new, "spec")["finalizers"] = finalizers
+
+    def prepare_for_finalize(self, new: Obj, old: Obj) -> None:
+        """``finalize`` changes spec.finalizers only; everything else stays as it was."""
+        finalizers = (new.get("spec") or {}).get("finalizers")
+        new.clear()
+        new.update(copy.deepcopy(old))
+        if finalizers:
+            section(new, "spec")["finalizers"] = finalizers
+        else:
+            section(new, "spec").pop("finalizers", None)
+
+    def prepare_for_delete(self, obj: Obj) -> None:
+        section(obj, "status")["phase"] = "Terminating"
+
+    def holds_deletion(self, obj: Obj) -> bool:
+        return bool((obj.get("spec") or {}).get("finalizers"))
 
     def default(self, obj: Obj) -> None:
         """The name label lets selectors pick namespaces by name."""
