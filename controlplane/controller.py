@@ -33,6 +33,7 @@ from raftstore.store import Store
 from .api.server import ApiServer
 from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
+from .controllers.deployment import DeploymentController
 from .controllers.garbagecollector import GarbageCollector
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
@@ -145,6 +146,7 @@ def leader_loops(client: ApiClient) -> list[Loop]:
     return [
         Loop("scheduler", lambda: Scheduler(client, informers=informers).run()),
         Loop("replicaset", lambda: ReplicaSetController(client, informers=informers).run()),
+        Loop("deployment", lambda: DeploymentController(client, informers=informers).run()),
         Loop("node-lifecycle",
              lambda: NodeLifecycleController(client, informers=informers).run()),
         Loop("serviceaccount",

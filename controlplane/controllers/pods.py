@@ -65,3 +65,25 @@ def pod_ready(pod: Obj, min_ready_seconds: int = 0, *,
             return False
         return now() - moment >= timedelta(seconds=min_ready_seconds)
     return False
+
+
+def available_in(pod: Obj, min_ready_seconds: int, *,
+                 now: Callable[[], datetime] = _utcnow) -> float | None:
+    """Seconds until a Ready pod counts as available by ``pod_ready(pod, min_ready_seconds)``
+    (0: it does already); None when it is not Ready, so there is nothing to wait for. What a
+    controller waiting out minReadySeconds requeues after."""
+    for condition in (pod.get("status") or {}).get("conditions") or ():
+        if condition.get("type") != "Ready":
+            continue
+        if condition.get("status") != "True":
+            return None
+        if min_ready_seconds <= 0:
+            return 0.0
+        try:
+            since = datetime.strptime(condition.get("lastTransitionTime") or "",
+                                      "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None  # pod_ready never counts it available either
+        left = since + timedelta(seconds=min_ready_seconds) - now()
+        return max(left.total_seconds(), 0.0)
+    return None

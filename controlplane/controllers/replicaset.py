@@ -7,6 +7,8 @@ a changed Pod, or, for an orphan, every ReplicaSet of its namespace whose select
 (ownerReference patches that carry the Pod's resourceVersion: compare-and-swap), then creates
 or deletes the difference between active Pods and spec.replicas, and writes status through the
 status subresource. Failed and Succeeded Pods are not active: a Pod that failed is replaced.
+A Ready pod not yet available (``minReadySeconds``) brings its ReplicaSet back (``Requeue``)
+when it becomes so, since no event tells that moment.
 
 Expectations, as Kubernetes keeps them: after creating or deleting N Pods, a ReplicaSet waits
 until its informer has seen those N events (or ``EXPECTATIONS_TIMEOUT`` passed) before it counts
@@ -30,13 +32,14 @@ from ..client import (
     FuncHandler,
     InformerFactory,
     NotFound,
+    Requeue,
     WorkQueue,
     key_of,
     run_controller,
 )
 from .events import NORMAL, WARNING, EventRecorder
 from ..api.selectors import LabelSelector
-from .pods import OWNER_INDEX, controller_ref, is_active, owner_uid, pod_ready
+from .pods import OWNER_INDEX, available_in, controller_ref, is_active, owner_uid, pod_ready
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,12 @@ class ReplicaSetController:
             elif diff < 0:
                 await self._delete(key, rs, _deletion_order(active)[:min(-diff, BURST_REPLICAS)])
         await self._write_status(rs, pods)
+        # A Ready pod becomes available minReadySeconds later with no event to tell: look
+        # again then, so status.availableReplicas (what a Deployment rolls by) catches up.
+        min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
+        waits = [w for w in (available_in(p, min_ready) for p in active) if w]
+        if waits:
+            raise Requeue(min(waits) + 0.05)
 
     async def _claim(self, rs: Obj) -> list[Obj]:
         """Owned pods that still match, plus matching orphans adopted now."""
