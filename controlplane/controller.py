@@ -38,6 +38,7 @@ from .controllers.garbagecollector import GarbageCollector
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
 from .controllers.namespace import NamespaceController
+from .controllers.nodeipam import CLUSTER_CIDR, NODE_MASK, CidrError, CidrSet, NodeIpamController
 from .controllers.nodelifecycle import NodeLifecycleController
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
@@ -63,6 +64,9 @@ class ControllerConfig:
     tls_sans: list[str] = field(default_factory=list)
     insecure: bool = False
     watch_progress_interval: float = 5.0
+    #: The pods' network: node IPAM gives each Node a /node_cidr_mask_size of it ("": none).
+    cluster_cidr: str = CLUSTER_CIDR
+    node_cidr_mask_size: int = NODE_MASK
 
 
 class Controller:
@@ -123,7 +127,8 @@ class Controller:
             self._tasks.append(spawn(elector.run(), name="leader election"))
             is_leader = elector.is_leader
         client = self._client
-        manager = ControllerManager(is_leader, lambda: leader_loops(client))
+        config = self.config
+        manager = ControllerManager(is_leader, lambda: leader_loops(client, config))
         if self.server is not None:
             self.server.metrics.leader.labels("corral-controller").set_function(
                 lambda: float(manager.leading))
@@ -140,10 +145,13 @@ class Controller:
             await self.store.close()
 
 
-def leader_loops(client: ApiClient) -> list[Loop]:
+def leader_loops(client: ApiClient, config: ControllerConfig) -> list[Loop]:
     """The control loops of one term of leadership, sharing one informer per resource."""
     informers = InformerFactory(client)
-    return [
+    ipam = [Loop("nodeipam", lambda: NodeIpamController(
+        client, cluster_cidr=config.cluster_cidr, node_mask=config.node_cidr_mask_size,
+        informers=informers).run())] if config.cluster_cidr else []
+    return ipam + [
         Loop("scheduler", lambda: Scheduler(client, informers=informers).run()),
         Loop("replicaset", lambda: ReplicaSetController(client, informers=informers).run()),
         Loop("deployment", lambda: DeploymentController(client, informers=informers).run()),
@@ -196,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DEVELOPMENT ONLY: plain HTTP and no authentication")
     p.add_argument("--watch-progress-interval", type=float, default=5.0, metavar="SECONDS",
                    help="how often idle watches get a bookmark (default %(default)s)")
+    p.add_argument("--cluster-cidr", default=CLUSTER_CIDR, metavar="CIDR",
+                   help="the pods' network, from which each node gets its podCIDR (default "
+                   "%(default)s; empty: allocate none)")
+    p.add_argument("--node-cidr-mask-size", type=int, default=NODE_MASK, metavar="BITS",
+                   help="prefix length of each node's podCIDR (default %(default)s)")
     return p
 
 
@@ -209,6 +222,11 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         raise ConfigError("--etcd-endpoints and --listen-peer exclude each other")
     if data_dir is None and (args.pki_dir is None and not args.insecure):
         raise ConfigError("--pki-dir is required with --etcd-endpoints and no --data-dir")
+    if args.cluster_cidr:
+        try:
+            CidrSet(args.cluster_cidr, args.node_cidr_mask_size)
+        except CidrError as exc:
+            raise ConfigError(f"--cluster-cidr/--node-cidr-mask-size: {exc}") from None
     if not etcd and args.secret_file is None and not os.environ.get(SECRET_ENV):
         args.secret_file = ensure_raft_secret(data_dir)
     return ControllerConfig(
@@ -220,6 +238,8 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         tls_sans=args.tls_san,
         insecure=args.insecure,
         watch_progress_interval=args.watch_progress_interval,
+        cluster_cidr=args.cluster_cidr,
+        node_cidr_mask_size=args.node_cidr_mask_size,
     )
 
 

@@ -29,13 +29,15 @@ class NodeStrategy(Strategy):
         """Keep the status: the agent registers its node with it."""
 
     def default(self, obj: Obj) -> None:
-        """Keep ``podCIDR`` and ``podCIDRs`` in step (Kubernetes' v1 conversion); allocatable
-        defaults to capacity."""
+        """Keep ``podCIDR`` and ``podCIDRs`` in step (Kubernetes' v1 conversion: when both are
+        given and differ, ``podCIDR`` wins, so a change of it alone is seen, and refused, as a
+        change of ``podCIDRs``); allocatable defaults to capacity."""
         spec = section(obj, "spec")
-        if spec.get("podCIDR") and not spec.get("podCIDRs"):
-            spec["podCIDRs"] = [spec["podCIDR"]]
-        elif spec.get("podCIDRs") and not spec.get("podCIDR"):
-            spec["podCIDR"] = spec["podCIDRs"][0]
+        cidr, cidrs = spec.get("podCIDR"), spec.get("podCIDRs")
+        if cidr and (not cidrs or isinstance(cidrs, list) and cidrs[0] != cidr):
+            spec["podCIDRs"] = [cidr]
+        elif cidrs and isinstance(cidrs, list) and not cidr:
+            spec["podCIDR"] = cidrs[0]
         status = obj.get("status")
         if status and status.get("capacity") and status.get("allocatable") is None:
             status["allocatable"] = dict(status["capacity"])

@@ -209,7 +209,13 @@ def _collect_topology_pairs(state: CycleState) -> None:
     pod = state.pod
     affinity, anti_affinity = pod.required_affinity, pod.required_anti_affinity
     own_pairs = tuple(pod.labels.items())
-    for node in state.all_nodes:
+    if not affinity and not anti_affinity:
+        # Only the symmetry part can apply: look at the nodes holding anti-affinity pods.
+        nodes: Iterable[NodeInfo] = [node for node in state.all_nodes
+                                     if node.pods_with_required_anti_affinity]
+    else:
+        nodes = state.all_nodes
+    for node in nodes:
         labels = node.labels
         if affinity and _may_hold(affinity[0], node.label_pairs) and any(
                 all(term.matches(other) for term in affinity) for other in node.pods.values()):
@@ -349,12 +355,42 @@ def find_feasible(state: CycleState, nodes: Iterable[NodeInfo], wanted: int
                   ) -> tuple[list[NodeInfo], dict[str, Unfit]]:
     """kube-scheduler's findNodesThatPassFilters: each node goes through the pod's filters until
     the first rejection; stop once ``wanted`` nodes passed. Returns the feasible nodes and the
-    rejected ones' Unfit by node name, both in the order the nodes were checked."""
+    rejected ones' Unfit by node name, both in the order the nodes were checked.
+
+    Fast paths that give the same answers: a ``plain`` node (schedulable, untainted) skips
+    NodeUnschedulable and TaintToleration, which pass it whatever the pod; and NodeResourcesFit,
+    when it is the only filter left, is first tried as one inline comparison, the filter itself
+    running only for a node that does not fit (to word the reasons)."""
     filters = state.filters
+    plain_filters = tuple(f for f in filters if f is not node_unschedulable
+                          and f is not taint_toleration)
     feasible: list[NodeInfo] = []
     rejected: dict[str, Unfit] = {}
+    if plain_filters == (node_resources_fit,):
+        pod = state.pod
+        cpu, memory, storage = pod.milli_cpu, pod.memory, pod.ephemeral_storage
+        for node in nodes:
+            if node.plain and len(node.pods) < node.allocatable_pods \
+                    and cpu <= node.allocatable_milli_cpu - node.requested_milli_cpu \
+                    and memory <= node.allocatable_memory - node.requested_memory \
+                    and storage <= (node.allocatable_ephemeral_storage
+                                    - node.requested_ephemeral_storage):
+                feasible.append(node)
+                if len(feasible) >= wanted:
+                    break
+                continue
+            for check in filters if not node.plain else plain_filters:
+                unfit = check(state, node)
+                if unfit is not None:
+                    rejected[node.name] = unfit
+                    break
+            else:
+                feasible.append(node)
+                if len(feasible) >= wanted:
+                    break
+        return feasible, rejected
     for node in nodes:
-        for check in filters:
+        for check in plain_filters if node.plain else filters:
             unfit = check(state, node)
             if unfit is not None:
                 rejected[node.name] = unfit

@@ -55,7 +55,7 @@ class NodeInfo:
                  "requested_ephemeral_storage", "non_zero_requested_milli_cpu",
                  "non_zero_requested_memory", "pods", "used_ports", "used_port_numbers",
                  "owner_counts", "label_pairs", "pods_with_required_anti_affinity",
-                 "anti_affinity_anchors", "unanchored_anti_affinity_terms")
+                 "anti_affinity_anchors", "unanchored_anti_affinity_terms", "plain")
 
     def __init__(self, node: Node, pods: Iterable[Pod | PodInfo] = ()):
         """The node and those of ``pods`` that are bound to it and not terminal."""
@@ -69,6 +69,10 @@ class NodeInfo:
         taints = node_taints(node)
         self.taints = tuple(t for t in taints if t[2] in (NO_SCHEDULE, NO_EXECUTE))
         self.prefer_no_schedule_taints = tuple(t for t in taints if t[2] == PREFER_NO_SCHEDULE)
+        #: Schedulable and without NoSchedule/NoExecute taints: NodeUnschedulable and
+        #: TaintToleration cannot reject it, so filtering skips them (most nodes, most of the
+        #: time).
+        self.plain = not self.unschedulable and not self.taints
         # The API server defaults allocatable to capacity.
         allocatable = status.get("allocatable") or status.get("capacity") or {}
         self.allocatable_milli_cpu = quantity(allocatable.get("cpu"), 1000)

@@ -61,22 +61,22 @@ def node_affinity(state: CycleState, nodes: Sequence[NodeInfo]) -> list[int] | N
     return default_normalize_score(sums, reverse=False)
 
 
-def _least_requested(requested: int, capacity: int) -> int:
-    """Free share of one resource after placing the pod, 0..MAX_NODE_SCORE; 0 when
-    over-committed or when the node has none of it."""
-    if requested > capacity or capacity == 0:
-        return 0
-    return (capacity - requested) * MAX_NODE_SCORE // capacity
-
-
 def node_resources_fit(state: CycleState, nodes: Sequence[NodeInfo]) -> list[int]:
-    """LeastAllocated over cpu and memory, weight 1 each; a resource the node has none of is
-    left out of the average."""
+    """LeastAllocated over cpu and memory, weight 1 each: the free share of each after placing
+    the pod, 0..MAX_NODE_SCORE, 0 when over-committed or when the node has none of it; a
+    resource the node has none of is left out of the average."""
     cpu, memory = state.pod.non_zero_milli_cpu, state.pod.non_zero_memory
-    return [(_least_requested(node.non_zero_requested_milli_cpu + cpu, node.allocatable_milli_cpu)
-             + _least_requested(node.non_zero_requested_memory + memory, node.allocatable_memory))
-            // ((node.allocatable_milli_cpu > 0) + (node.allocatable_memory > 0) or 1)
-            for node in nodes]
+    scores = []
+    for node in nodes:  # inline: this runs for every feasible node of every pod
+        cpu_cap, memory_cap = node.allocatable_milli_cpu, node.allocatable_memory
+        cpu_req = node.non_zero_requested_milli_cpu + cpu
+        memory_req = node.non_zero_requested_memory + memory
+        total = ((cpu_cap - cpu_req) * MAX_NODE_SCORE // cpu_cap
+                 if cpu_cap != 0 and cpu_req <= cpu_cap else 0)
+        total += ((memory_cap - memory_req) * MAX_NODE_SCORE // memory_cap
+                  if memory_cap != 0 and memory_req <= memory_cap else 0)
+        scores.append(total // ((cpu_cap > 0) + (memory_cap > 0) or 1))
+    return scores
 
 
 def pod_topology_spread(state: CycleState, nodes: Sequence[NodeInfo]) -> list[int] | None:
