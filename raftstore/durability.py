@@ -17,6 +17,12 @@ on with less data. This module closes those gaps from outside:
 Before log compaction drops journal entries, the new dump is fsynced, so a snapshot never
 replaces entries that are not yet durable elsewhere.
 
+The journal is synced with ``fdatasync`` on a descriptor of our own, not with pysyncobj's
+``mmap.flush``: CPython's msync holds the GIL for the whole disk write, stalling the API's
+event loop on every appended entry (a scheduler benchmark found 17.5% of the leader's samples
+there), while ``os.fdatasync`` releases it. Syncing the file syncs its pages dirtied through
+the shared mapping too (fsync is per inode; pysyncobj never replaces the journal file).
+
 ``check_data_dir`` reads the journal, its meta file and the dump before pysyncobj does and raises
 ``CorruptDataError`` naming the file, the damage and the way out, instead of letting pysyncobj
 start with silently missing state.
@@ -92,6 +98,7 @@ class SyncedJournal(pjournal.Journal):
         self._dump_path = dump_path
         self._policy = policy
         self._dirty = False
+        self._fd = os.open(journal_path, os.O_RDONLY)  # for fdatasync: see the module doc
         self.on_append: Callable[[], None] | None = None  # called after each appended entry
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -105,12 +112,12 @@ class SyncedJournal(pjournal.Journal):
         while not self._stop.wait(interval):
             if self._dirty:
                 self._dirty = False
-                self._inner.flush()
+                self._sync_journal()
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         self._inner.add(command, idx, term)
         if self._policy is FsyncPolicy.ALWAYS:
-            self._inner.flush()
+            self._sync_journal()
         else:
             self._dirty = True
         if self.on_append is not None:
@@ -136,7 +143,10 @@ class SyncedJournal(pjournal.Journal):
 
     def _flush_now(self) -> None:
         if self._policy is not FsyncPolicy.NONE:
-            self._inner.flush()
+            self._sync_journal()
+
+    def _sync_journal(self) -> None:
+        os.fdatasync(self._fd)
 
     def __getitem__(self, item: Any) -> Any:
         return self._inner[item]
@@ -146,10 +156,13 @@ class SyncedJournal(pjournal.Journal):
 
     def _destroy(self) -> None:
         self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
         self._inner._destroy()  # flushes
+        os.close(self._fd)
 
     def flush(self) -> None:
-        self._inner.flush()
+        self._sync_journal()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802,N803
         self._inner.setRaftCommitIndex(raftCommitIndex)
