@@ -304,12 +304,12 @@ class ResourceHandler:
             scale = body
         else:
             raise errors.bad_request("the body of a Scale must be a JSON object")
-        replicas = (scale.get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
+        replicas = _dig(scale, "spec", "replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise errors.invalid("autoscaling", "Scale", target.name, [errors.invalid_value(
                 "spec.replicas", replicas, "must be greater than or equal to 0")])
         change: dict[str, Any] = {"spec": {"replicas": replicas}}
-        rv = (scale.get("metadata") or {}).get("resourceVersion") if verb == "update" else None
+        rv = _dig(scale, "metadata", "resourceVersion") if verb == "update" else None
         if rv:
             change["metadata"] = {"resourceVersion": rv}
         updated, _ = await self.registry.patch(rt, target.namespace, target.name, "merge",
@@ -320,7 +320,7 @@ class ResourceHandler:
                        ) -> web.Response:
         """pods/binding: set spec.nodeName once, as the scheduler does."""
         body, _ = await self._read_body(request)
-        node = ((body or {}).get("target") or {}).get("name") if isinstance(body, dict) else None
+        node = _dig(body, "target", "name")
         if not isinstance(node, str) or not node:
             raise errors.invalid("", "Binding", target.name, [errors.required("target.name")])
         opts = self._write_options(request)
@@ -451,3 +451,12 @@ def _agent_url(node: Obj) -> str | None:
     host = f"[{host}]" if ":" in host else host
     return f"https://{host}:{port}"
 
+
+def _dig(obj: Any, *keys: str) -> Any:
+    """``obj[k1][k2]...`` through JSON objects only; None where the path leaves them (a body
+    is untrusted: any level may be a list, a string or null)."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj

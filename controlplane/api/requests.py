@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import errors
+from . import errors, schema
 from .registry import DeleteOptions, ListOptions
 from .resources import ResourceType, lookup
 from .selectors import parse_field_selector, parse_label_selector
@@ -239,13 +239,20 @@ def write_params(query: Any, user_agent: str, patch_type: str = "") -> WritePara
     return WriteParams(bool(dry), manager, validation, force)
 
 
+DELETE_OPTIONS = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"
+
+
 def delete_options(query: Any, body: Any) -> DeleteOptions:
     """DeleteOptions from the body (kubectl sends one) and the query (the Python client)."""
     opts: dict[str, Any] = {}
     if body is not None:
         if not isinstance(body, dict):
             raise errors.bad_request("the DeleteOptions body must be an object")
-        opts = body
+        decoded = schema.decode(body, DELETE_OPTIONS)  # wrong JSON types: 400, as Go's decoder
+        if decoded.type_errors:
+            raise errors.bad_request(
+                "; ".join(c["message"] for c in decoded.type_errors), decoded.type_errors)
+        opts = decoded.object
     grace = opts.get("gracePeriodSeconds")
     if grace is None:
         grace = int_param(query, "gracePeriodSeconds")
