@@ -39,7 +39,11 @@ from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
 from .controllers.namespace import NamespaceController
 from .controllers.nodeipam import CLUSTER_CIDR, NODE_MASK, CidrError, CidrSet, NodeIpamController
-from .controllers.nodelifecycle import NodeLifecycleController
+from .controllers.nodelifecycle import (
+    EVICTION_TIMEOUT_SECONDS,
+    NODE_MONITOR_GRACE_SECONDS,
+    NodeLifecycleController,
+)
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
 from .controllers.serviceaccount import ServiceAccountController
@@ -67,6 +71,10 @@ class ControllerConfig:
     #: The pods' network: node IPAM gives each Node a /node_cidr_mask_size of it ("": none).
     cluster_cidr: str = CLUSTER_CIDR
     node_cidr_mask_size: int = NODE_MASK
+    #: A node whose Lease is older than this goes NotReady (Ready=Unknown) and gets tainted.
+    node_monitor_grace_period: float = NODE_MONITOR_GRACE_SECONDS
+    #: How long pods without a matching toleration stay on such a node before eviction.
+    default_unreachable_toleration_seconds: float = EVICTION_TIMEOUT_SECONDS
 
 
 class Controller:
@@ -155,8 +163,10 @@ def leader_loops(client: ApiClient, config: ControllerConfig) -> list[Loop]:
         Loop("scheduler", lambda: Scheduler(client, informers=informers).run()),
         Loop("replicaset", lambda: ReplicaSetController(client, informers=informers).run()),
         Loop("deployment", lambda: DeploymentController(client, informers=informers).run()),
-        Loop("node-lifecycle",
-             lambda: NodeLifecycleController(client, informers=informers).run()),
+        Loop("node-lifecycle", lambda: NodeLifecycleController(
+            client, grace=config.node_monitor_grace_period,
+            eviction_timeout=config.default_unreachable_toleration_seconds,
+            informers=informers).run()),
         Loop("serviceaccount",
              lambda: ServiceAccountController(client, informers=informers).run()),
         Loop("garbage-collector", lambda: GarbageCollector(client, informers=informers).run()),
@@ -209,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "%(default)s; empty: allocate none)")
     p.add_argument("--node-cidr-mask-size", type=int, default=NODE_MASK, metavar="BITS",
                    help="prefix length of each node's podCIDR (default %(default)s)")
+    p.add_argument("--node-monitor-grace-period", type=_positive_seconds,
+                   default=NODE_MONITOR_GRACE_SECONDS, metavar="SECONDS",
+                   help="a node whose lease is older than this goes NotReady "
+                   "(default %(default)s)")
+    p.add_argument("--default-unreachable-toleration-seconds", type=_positive_seconds,
+                   default=EVICTION_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="how long pods stay on a NotReady node unless they tolerate it longer "
+                   "or shorter (default %(default)s)")
     return p
 
 
@@ -240,7 +258,19 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         watch_progress_interval=args.watch_progress_interval,
         cluster_cidr=args.cluster_cidr,
         node_cidr_mask_size=args.node_cidr_mask_size,
+        node_monitor_grace_period=args.node_monitor_grace_period,
+        default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
     )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def ensure_raft_secret(data_dir: Path) -> Path:
