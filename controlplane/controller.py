@@ -26,11 +26,18 @@ from pathlib import Path
 
 from raftstore.durability import CorruptDataError
 from raftstore.etcd import EtcdStore
-from raftstore.member import SECRET_ENV, add_raft_arguments, raft_config, until_terminated
+from raftstore.member import (
+    SECRET_ENV,
+    add_raft_arguments,
+    raft_config,
+    until_terminated,
+)
 from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 from raftstore.store import Store
 
 from .api.server import ApiServer
+from .auth.kubeconfig import write_kubeconfig
+from .auth.pki import ClusterPKI, PKIError, write_atomic
 from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
 from .controllers.deployment import DeploymentController
@@ -38,7 +45,13 @@ from .controllers.garbagecollector import GarbageCollector
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
 from .controllers.namespace import NamespaceController
-from .controllers.nodeipam import CLUSTER_CIDR, NODE_MASK, CidrError, CidrSet, NodeIpamController
+from .controllers.nodeipam import (
+    CLUSTER_CIDR,
+    NODE_MASK,
+    CidrError,
+    CidrSet,
+    NodeIpamController,
+)
 from .controllers.nodelifecycle import (
     EVICTION_TIMEOUT_SECONDS,
     NODE_MONITOR_GRACE_SECONDS,
@@ -47,8 +60,6 @@ from .controllers.nodelifecycle import (
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
 from .controllers.serviceaccount import ServiceAccountController
-from .auth.kubeconfig import write_kubeconfig
-from .auth.pki import ClusterPKI, PKIError, write_atomic
 
 log = logging.getLogger(__name__)
 

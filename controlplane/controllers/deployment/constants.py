@@ -1,5 +1,7 @@
 """Kubernetes' names and texts for Deployments, in one place and spelled as Kubernetes spells
-them (``apps/v1`` types, ``pkg/controller/deployment/util``): what kubectl and users read."""
+them (``apps/v1`` types, ``pkg/controller/deployment/util``): what kubectl and users read.
+Corral's own (the BlueGreen and Canary strategies of docs/deployment-strategies.md) are under
+the ``deployment.corral.dev/`` prefix and marked as such."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ COMPONENT = "deployment-controller"
 # -- strategies (spec.strategy.type) ----------------------------------------------------------
 ROLLING_UPDATE = "RollingUpdate"
 RECREATE = "Recreate"
+#: Corral's extensions.
+BLUE_GREEN = "BlueGreen"
+CANARY = "Canary"
 
 # -- labels and annotations -------------------------------------------------------------------
 #: Label a Deployment adds to its ReplicaSets' selector, labels and pod template.
@@ -24,9 +29,28 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 #: extensions/v1beta1's rollback request, never copied (rollback by annotation is not served).
 DEPRECATED_ROLLBACK_TO = "deprecated.deployment.rollback.to"
-#: Deployment annotations a ReplicaSet never inherits (Kubernetes' annotationsToSkip).
+#: Corral, on a Deployment: what the controller last set spec.paused for ("<pod-template-hash>"
+#: of a BlueGreen new side awaiting promotion, "<pod-template-hash>/<step>" of a Canary pause
+#: step), so that a resume moves on instead of pausing again.
+PAUSED_FOR = "deployment.corral.dev/paused-for"
+#: Corral, on an old BlueGreen ReplicaSet: when it goes to 0 (RFC 3339, whole seconds rounded
+#: up), stamped as the active Service leaves it.
+SCALE_DOWN_AT = "deployment.corral.dev/scale-down-at"
+#: Corral, on a Canary's new ReplicaSet: the index of the step it is at (0-based; the number of
+#: steps once they are done).
+CANARY_STEP = "deployment.corral.dev/canary-step"
+#: Corral, on a Canary's new ReplicaSet: the ReplicaSet that served when its rollout began (""
+#: when none did): where the old share lives, and what a rollback returns to at once.
+CANARY_STABLE = "deployment.corral.dev/canary-stable"
+#: Corral, on a Canary's new ReplicaSet: when the timed pause of its current step began.
+CANARY_PAUSE_START = "deployment.corral.dev/canary-pause-start"
+#: Corral, on a Canary's new ReplicaSet: the revision its canary annotations were written for;
+#: a ReplicaSet rolled back to (a new revision) starts its bookkeeping again.
+CANARY_REVISION = "deployment.corral.dev/canary-revision"
+#: Deployment annotations a ReplicaSet never inherits (Kubernetes' annotationsToSkip, and
+#: Corral's own Deployment annotation).
 ANNOTATIONS_NOT_COPIED = frozenset({LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS,
-                                    MAX_REPLICAS, DEPRECATED_ROLLBACK_TO})
+                                    MAX_REPLICAS, DEPRECATED_ROLLBACK_TO, PAUSED_FOR})
 #: Longest revision-history annotation kept (characters), as Kubernetes' controller flag.
 MAX_REVISION_HISTORY_CHARS = 2000
 
@@ -50,6 +74,10 @@ RESUMED = "DeploymentResumed"
 FAILED_RS_CREATE = "ReplicaSetCreateError"
 #: Ours: spec.strategy.type names no strategy this controller knows.
 UNKNOWN_STRATEGY = "UnknownStrategyType"
+
+#: Corral: a condition of a BlueGreen Deployment whose Service is missing (True while it is, as
+#: ReplicaFailure), reason SERVICE_NOT_FOUND.
+SERVICE_FAILURE = "ServiceFailure"
 
 # Available reasons
 MIN_AVAILABLE = "MinimumReplicasAvailable"
@@ -78,3 +106,27 @@ SELECTING_ALL = "SelectingAll"
 MSG_SCALED_UP_NEW = "Scaled up replica set {rs} to {to}"
 MSG_SCALED = "Scaled {direction} replica set {rs} from {frm} to {to}"
 MSG_SELECTING_ALL = "This deployment is selecting all pods. A non-empty selector is required."
+
+# -- Corral's strategies: events (reasons and messages) -----------------------------------------
+#: BlueGreen: the active Service switched to the new side.
+PROMOTED = "Promoted"
+MSG_PROMOTED = "Switched service {svc} to replica set {rs}"
+#: BlueGreen: the preview Service switched to the new side.
+PREVIEW_SWITCHED = "PreviewSwitched"
+MSG_PREVIEW_SWITCHED = "Switched preview service {svc} to replica set {rs}"
+#: BlueGreen with autoPromotionEnabled false: paused with the new side ready.
+AWAITING_PROMOTION = "AwaitingPromotion"
+MSG_AWAITING_PROMOTION = ("Replica set {rs} is available; paused until the Deployment is "
+                          "resumed (kubectl rollout resume) to switch service {svc}")
+#: A Service a BlueGreen Deployment names is missing (Warning; also the condition's reason).
+SERVICE_NOT_FOUND = "ServiceNotFound"
+MSG_SERVICE_NOT_FOUND = "Service {svc} not found"
+MSG_SERVICE_HOLDS = "Service {svc} not found: the rollout waits for it"
+#: Canary: a step begins (or the steps are done).
+CANARY_STEP_STARTED = "CanaryStep"
+MSG_CANARY_WEIGHT = "Step {n}/{total}: setWeight {weight}"
+MSG_CANARY_PAUSE = "Step {n}/{total}: pause {seconds}s"
+MSG_CANARY_PAUSE_RESUME = "Step {n}/{total}: pause until the Deployment is resumed"
+MSG_CANARY_DONE = "Steps done: replica set {rs} takes all {replicas} replicas"
+MSG_CANARY_ROLLBACK = ("Replica set {rs} served before this rollout: it takes all {replicas} "
+                       "replicas at once")

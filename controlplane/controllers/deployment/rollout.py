@@ -39,6 +39,7 @@ from .constants import (
     MSG_SCALED,
     MSG_SCALED_UP_NEW,
     NEW_RS_CREATED,
+    POD_TEMPLATE_HASH,
     PROGRESSING,
     RECREATE,
     REVISION,
@@ -80,6 +81,10 @@ class RolloutIO(Protocol):
     async def patch_deployment(self, deployment: Obj, patch: Obj) -> Obj:
         """Merge ``patch`` into the Deployment (not its status) if unchanged since read."""
 
+    async def patch_service(self, deployment: Obj, service: Obj, patch: Obj) -> Obj:
+        """Merge ``patch`` into ``service`` (a Service the Deployment's strategy names) if it
+        is still at its resourceVersion."""
+
     async def write_status(self, deployment: Obj, status: Obj) -> Obj:
         """Replace the Deployment's status if unchanged since read."""
 
@@ -109,6 +114,15 @@ class Rollout:
     requeue_after: float | None = None
     #: Conditions the strategy sets (``set_condition``), written with the next status.
     conditions: list[Obj] = field(default_factory=list)
+    #: The Services the strategy names (``spec.strategy.blueGreen``), by name, as cached;
+    #: absent when they do not exist. Replaced after each write to one.
+    services: dict[str, Obj] = field(default_factory=dict)
+    #: Condition types the strategy removes (``clear_condition``) with the next status.
+    dropped: list[str] = field(default_factory=list)
+    #: The strategy moved other than by counts (``note_progress``): progress, for the deadline.
+    moved: bool = False
+    #: The strategy waits on purpose (``hold_deadline``): the deadline does not run out.
+    waiting: bool = False
 
     # ------------------------------------------------------------ reading
 
@@ -185,6 +199,10 @@ class Rollout:
             desired_annotation=revisions.annotation_int(rs, DESIRED_REPLICAS),
             max_annotation=revisions.annotation_int(rs, MAX_REPLICAS))
 
+    def service(self, name: str) -> Obj | None:
+        """A Service the strategy names, as cached (never mutate it); None when missing."""
+        return self.services.get(name)
+
     def by_name(self, name: str) -> Obj:
         for rs in self.all_rss:
             if rs["metadata"]["name"] == name:
@@ -212,6 +230,16 @@ class Rollout:
         if self.requeue_after is None or after < self.requeue_after:
             self.requeue_after = after
 
+    def note_progress(self) -> None:
+        """This pass moved the rollout on without changing counts (a Service switched, a step
+        begun): Progressing notes progress, so the deadline counts from now."""
+        self.moved = True
+
+    def hold_deadline(self) -> None:
+        """The strategy waits on purpose (a timed pause, a delay): progressDeadlineSeconds does
+        not run out meanwhile; the move that ends the wait notes progress."""
+        self.waiting = True
+
     # ------------------------------------------------------------ acting
 
     async def record(self, type_: str, reason: str, message: str) -> None:
@@ -221,6 +249,10 @@ class Rollout:
         """A condition for the next status written (a strategy's own: ``Progressing`` and
         ``Available`` are the controller's)."""
         self.conditions.append(status_.new_condition(type_, status, reason, message, self.now))
+
+    def clear_condition(self, type_: str) -> None:
+        """Remove a condition of the strategy's own with the next status written."""
+        self.dropped.append(type_)
 
     async def sync_revision(self) -> None:
         """Bring the new ReplicaSet's annotations (copied from the Deployment, the next
@@ -250,14 +282,16 @@ class Rollout:
                 status_.get_condition(self.deployment.get("status"), PROGRESSING) is None:
             await self._note_progressing(FOUND_NEW_RS, MSG_FOUND.format(rs=new["metadata"]["name"]))
 
-    async def ensure_new_replica_set(self, replicas: int | None = None) -> Obj:
+    async def ensure_new_replica_set(self, replicas: int | None = None,
+                                     annotations: dict[str, str] | None = None) -> Obj:
         """The new ReplicaSet, created now if there is none (Kubernetes' getNewReplicaSet).
 
         Created as ``<deployment>-<pod-template-hash>`` with ``replicas`` (default: what
-        RollingUpdate or Recreate allows now; 0 for other strategies), so that a second create
-        of the same template, by a racing pass or another leader, is refused; and only after a
-        compare-and-swap on the Deployment (the revision annotation) confirmed this pass reads
-        it as it is. A refused create whose ReplicaSet is ours with this template is that
+        RollingUpdate or Recreate allows now; 0 for other strategies) and the strategy's
+        ``annotations`` beside its own (an existing one is returned as it is), so that a
+        second create of the same template, by a racing pass or another leader, is refused;
+        and only after a compare-and-swap on the Deployment (the revision annotation)
+        confirmed this pass reads it as it is. A refused create whose ReplicaSet is ours with this template is that
         ReplicaSet; any other is a hash collision: status.collisionCount goes up (a new name
         next pass) and the pass ends.
         """
@@ -276,6 +310,8 @@ class Rollout:
                     new_replicas=0)
         rs = revisions.build_new_replica_set(d, pod_template_hash=pod_hash, replicas=replicas,
                                              revision=revision, max_surge=self.max_surge)
+        if annotations:
+            rs["metadata"]["annotations"] = {**rs["metadata"]["annotations"], **annotations}
         name = rs["metadata"]["name"]
         # A create carries no resourceVersion. So first a compare-and-swap on the Deployment
         # (recording the revision to come; a check alone when it is recorded already): a pass
@@ -365,6 +401,36 @@ class Rollout:
             frm=before, to=replicas))
         return True
 
+    async def annotate(self, rs: Obj, annotations: dict[str, str | None]) -> Obj:
+        """Set (None: remove) annotations of ``rs``, a strategy's own bookkeeping; no write
+        when they are so already."""
+        current = (rs.get("metadata") or {}).get("annotations") or {}
+        if all(current.get(k) == v for k, v in annotations.items()):
+            return rs
+        out = await self.io.patch_replica_set(self.deployment, rs,
+                                              {"metadata": {"annotations": annotations}})
+        self._replace(out)
+        return out
+
+    async def pause(self, annotations: dict[str, str]) -> None:
+        """Set spec.paused (what ``kubectl rollout pause`` does) and, in the same write,
+        ``annotations`` of the Deployment: what the strategy paused for."""
+        self.deployment = await self.io.patch_deployment(
+            self.deployment, {"metadata": {"annotations": annotations},
+                              "spec": {"paused": True}})
+
+    async def switch_service(self, name: str, pod_template_hash: str) -> bool:
+        """Set ``pod-template-hash: <pod_template_hash>`` in the selector of the Service
+        ``name`` (its other keys are left as they are); True when it changed. The Service must
+        exist (``service(name)``)."""
+        svc = self.services[name]
+        if ((svc.get("spec") or {}).get("selector") or {}).get(POD_TEMPLATE_HASH) == \
+                pod_template_hash:
+            return False
+        self.services[name] = await self.io.patch_service(
+            self.deployment, svc, {"spec": {"selector": {POD_TEMPLATE_HASH: pod_template_hash}}})
+        return True
+
     async def cleanup_history(self) -> None:
         """Delete the old ReplicaSets beyond revisionHistoryLimit (only empty ones, lowest
         revision first)."""
@@ -379,12 +445,15 @@ class Rollout:
         when nothing changed, look again at the progress deadline."""
         d = self.deployment
         if progress:
-            status, recheck = status_.rollout_status(d, self.all_rss, self.new_rs, self.now,
-                                                     extra=self.conditions)
+            status, recheck = status_.rollout_status(
+                d, self.all_rss, self.new_rs, self.now, extra=self.conditions,
+                drop=self.dropped, moved=self.moved, waiting=self.waiting)
             if recheck is not None:
                 self.requeue(recheck + RECHECK_SLACK)
         else:
             status = status_.calculate_status(d, self.all_rss, self.new_rs, self.now)
+            for type_ in self.dropped:
+                status_.remove_condition(status, type_)
             for condition in self.conditions:
                 status_.set_condition(status, condition)
             status = status_.compact(status)

@@ -212,7 +212,8 @@ def _message(template: str, no_rs: str, deployment: Obj, new_rs: Obj | None) -> 
 
 
 def rollout_status(deployment: Obj, all_rs: list[Obj], new_rs: Obj | None, now: datetime,
-                   *, extra: Iterable[Obj] = ()) -> tuple[Obj, float | None]:
+                   *, extra: Iterable[Obj] = (), drop: Iterable[str] = (), moved: bool = False,
+                   waiting: bool = False) -> tuple[Obj, float | None]:
     """The status of a Deployment in a rollout, and in how many seconds to look again for its
     progress deadline (None: no need).
 
@@ -220,7 +221,12 @@ def rollout_status(deployment: Obj, all_rs: list[Obj], new_rs: Obj | None, now: 
     lastUpdateTime renewed, its lastTransitionTime kept) while replicas move, False
     ProgressDeadlineExceeded once progressDeadlineSeconds pass without; not estimated again
     after completion until a new ReplicaSet comes. ReplicaFailure mirrors the new (else an
-    old) ReplicaSet's. ``extra`` conditions (a strategy's own) are set last.
+    old) ReplicaSet's. ``drop`` conditions are removed and ``extra`` ones (a strategy's own)
+    set last.
+
+    A strategy's own pace (Corral's): ``moved``, it made a move other than counts (switched a
+    Service, began a step), which counts as progress; ``waiting``, it waits on purpose (a
+    timed pause, a scale-down delay), during which the deadline does not run out.
     """
     status = calculate_status(deployment, all_rs, new_rs, now)
     if not has_progress_deadline(deployment):
@@ -233,7 +239,7 @@ def rollout_status(deployment: Obj, all_rs: list[Obj], new_rs: Obj | None, now: 
             set_condition(status, new_condition(
                 PROGRESSING, TRUE, NEW_RS_AVAILABLE,
                 _message(MSG_COMPLETE, MSG_COMPLETE_NO_RS, deployment, new_rs), now))
-        elif deployment_progressing(deployment, status):
+        elif moved or deployment_progressing(deployment, status):
             condition = new_condition(
                 PROGRESSING, TRUE, RS_UPDATED,
                 _message(MSG_PROGRESSING, MSG_PROGRESSING_NO_RS, deployment, new_rs), now)
@@ -242,7 +248,7 @@ def rollout_status(deployment: Obj, all_rs: list[Obj], new_rs: Obj | None, now: 
                     condition["lastTransitionTime"] = current.get("lastTransitionTime")
                 remove_condition(status, PROGRESSING)
             set_condition(status, condition)
-        elif deployment_timed_out(deployment, status, now):
+        elif not waiting and deployment_timed_out(deployment, status, now):
             set_condition(status, new_condition(
                 PROGRESSING, FALSE, TIMED_OUT,
                 _message(MSG_TIMED_OUT, MSG_TIMED_OUT_NO_RS, deployment, new_rs), now))
@@ -251,10 +257,12 @@ def rollout_status(deployment: Obj, all_rs: list[Obj], new_rs: Obj | None, now: 
         set_condition(status, failure)
     else:
         remove_condition(status, REPLICA_FAILURE)
+    for type_ in drop:
+        remove_condition(status, type_)
     for condition in extra:
         set_condition(status, condition)
     status = compact(status)
-    if same_status(deployment.get("status"), status):
+    if same_status(deployment.get("status"), status) and not waiting:
         return status, recheck_after(deployment, status, now)
     return status, None
 
