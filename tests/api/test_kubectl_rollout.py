@@ -1,9 +1,10 @@
 """``kubectl rollout`` against three ``corral controller`` processes with hollow nodes: the
 Deployment controller's revisions and status are what kubectl reads (status, history, undo,
-pause, resume, restart)."""
+pause, resume, restart), and a BlueGreen Deployment promoted by ``kubectl rollout resume``."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -112,3 +113,70 @@ def test_pause_resume_and_restart(kubectl: Kubectl, ns: str) -> None:
     assert "successfully rolled out" in _status(kubectl, ns)
     assert sorted(_replicasets(kubectl, ns)) == ["1", "2", "3"]
     assert _replicasets(kubectl, ns)["3"] == ("busybox:1.37", 3)
+
+
+BLUE_GREEN = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  strategy:
+    type: BlueGreen
+    blueGreen:
+      activeService: web
+      autoPromotionEnabled: false
+      scaleDownDelaySeconds: 1
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: main
+        image: busybox:1.36
+        resources:
+          requests: {cpu: 100m}
+"""
+
+
+def _wait_for(predicate, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.3)
+
+
+def test_blue_green_promoted_by_rollout_resume(kubectl: Kubectl, ns: str) -> None:
+    kubectl("apply", "-n", ns, "-f", "-", stdin=BLUE_GREEN)
+    assert "successfully rolled out" in _status(kubectl, ns)
+    kubectl("set", "image", "-n", ns, "deploy/web", "main=busybox:1.37")
+
+    def paused() -> bool:  # the new side is available: paused for promotion
+        return bool(kubectl.json("get", "deploy", "-n", ns, "web")["spec"].get("paused"))
+    _wait_for(paused, "paused for promotion")
+    sets = kubectl.json("get", "rs", "-n", ns, "-l", "app=web")["items"]
+    hashes = {rs["spec"]["template"]["spec"]["containers"][0]["image"]:
+              rs["metadata"]["labels"]["pod-template-hash"] for rs in sets}
+    selector = kubectl.json("get", "svc", "-n", ns, "web")["spec"]["selector"]
+    assert selector == {"app": "web", "pod-template-hash": hashes["busybox:1.36"]}
+
+    out = kubectl("rollout", "resume", "-n", ns, "deploy/web").stdout
+    assert "resumed" in out
+    assert "successfully rolled out" in _status(kubectl, ns)
+    selector = kubectl.json("get", "svc", "-n", ns, "web")["spec"]["selector"]
+    assert selector == {"app": "web", "pod-template-hash": hashes["busybox:1.37"]}
+    assert _images(kubectl, ns) == ["busybox:1.37"] * 2
+    assert _replicasets(kubectl, ns) == {"1": ("busybox:1.36", 0), "2": ("busybox:1.37", 2)}

@@ -13,6 +13,8 @@ RECREATE = "Recreate"
 #: Corral's extensions.
 BLUE_GREEN = "BlueGreen"
 CANARY = "Canary"
+#: BlueGreen's scaleDownDelaySeconds when unset (as the API defaults it).
+DEFAULT_SCALE_DOWN_DELAY_SECONDS = 30
 
 # -- labels and annotations -------------------------------------------------------------------
 #: Label a Deployment adds to its ReplicaSets' selector, labels and pod template.
@@ -29,9 +31,9 @@ CHANGE_CAUSE = "kubernetes.io/change-cause"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 #: extensions/v1beta1's rollback request, never copied (rollback by annotation is not served).
 DEPRECATED_ROLLBACK_TO = "deprecated.deployment.rollback.to"
-#: Corral, on a Deployment: what the controller last set spec.paused for ("<pod-template-hash>"
-#: of a BlueGreen new side awaiting promotion, "<pod-template-hash>/<step>" of a Canary pause
-#: step), so that a resume moves on instead of pausing again.
+#: Corral, on a Deployment: what the controller last set spec.paused for (a BlueGreen new side
+#: awaiting promotion: "<pod-template-hash>/<revision>"; a Canary pause step:
+#: "<pod-template-hash>/<revision>/<step>"), so that a resume moves on instead of pausing again.
 PAUSED_FOR = "deployment.corral.dev/paused-for"
 #: Corral, on an old BlueGreen ReplicaSet: when it goes to 0 (RFC 3339, whole seconds rounded
 #: up), stamped as the active Service leaves it.

@@ -1,17 +1,19 @@
 """The Deployment controller's I/O shell: informers, handlers, the work queue and
 ``reconcile(key)`` (Kubernetes' deployment_controller.go in small).
 
-Flow, in code order: informers on Deployments, ReplicaSets (indexed by their controller's
-uid) and Pods (the same index: pods by their ReplicaSet's uid). Handlers only enqueue
-Deployment keys: a Deployment's own; a ReplicaSet's owner (or, for an orphan, every
-Deployment of its namespace that selects it); a pod's ReplicaSet's owner.
+Flow, in code order: informers on Deployments (indexed by the Services their strategy
+names), ReplicaSets (indexed by their controller's uid), Pods (the same index: pods by their
+ReplicaSet's uid) and Services. Handlers only enqueue Deployment keys: a Deployment's own; a
+ReplicaSet's owner (or, for an orphan, every Deployment of its namespace that selects it); a
+pod's ReplicaSet's owner; the Deployments that name a Service.
 
 ``reconcile(key)``: a Deployment gone or being deleted is left alone; until the informers show
 this controller's own last writes (``Expectations``), it waits, so a slow watch never makes it
 act twice on one state. Then it claims ReplicaSets (adopts matching orphans, releases owned
 ones that stopped matching: ownerReference patches carrying the resourceVersion), builds a
-``Rollout`` (new and old ReplicaSets, their pods), and either syncs a paused or resized
-Deployment (``scaling.sync``) or hands it to the strategy of ``spec.strategy.type``
+``Rollout`` (new and old ReplicaSets, their pods, the Services its strategy names), and
+either syncs a paused or resized Deployment (``scaling.sync``, unless its strategy is one that
+``SCALES_ITSELF``) or hands it to the strategy of ``spec.strategy.type``
 (``strategies.STRATEGIES``). A type nobody handles gets a Warning Event once per generation and
 an Unknown Progressing condition, nothing else. ``Requeue`` brings the Deployment back at its
 progress deadline and when a Ready pod outlasts minReadySeconds.
@@ -35,6 +37,7 @@ from ...client import (
     DEPLOYMENTS,
     PODS,
     REPLICASETS,
+    SERVICES,
     ApiClient,
     Conflict,
     FuncHandler,
@@ -61,7 +64,7 @@ from .constants import (
 from .revisions import find_new, find_old, owner_reference
 from .rollout import RECHECK_SLACK, Rollout, Superseded
 from .scaling import is_scaling_event, sync
-from .strategies import STRATEGIES
+from .strategies import SCALES_ITSELF, STRATEGIES, named_services, service_keys
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ Obj = dict[str, Any]
 #: Stop waiting for the informers to show a write after this long (seconds): a lost event
 #: must not stall a Deployment forever.
 EXPECTATIONS_TIMEOUT = 60.0
+#: Deployments by "namespace/name" of the Services their strategy names.
+SERVICE_INDEX = "strategy-service"
 
 
 def _utcnow() -> datetime:
@@ -146,9 +151,11 @@ class DeploymentController:
         self._events = EventRecorder(client, COMPONENT)
         self._queue = WorkQueue()
         self.expectations = Expectations()
-        self._deployments = informers.informer(DEPLOYMENTS)
+        self._deployments = informers.informer(DEPLOYMENTS,
+                                               indexers={SERVICE_INDEX: service_keys})
         self._sets = informers.informer(REPLICASETS, indexers={OWNER_INDEX: owner_uid})
         self._pods = informers.informer(PODS, indexers={OWNER_INDEX: owner_uid})
+        self._services = informers.informer(SERVICES)
         self._deployments.add_handler(FuncHandler(
             self._enqueue, lambda old, new: self._enqueue(new), self._deployment_deleted))
         self._sets.add_handler(FuncHandler(self._rs_changed, self._rs_updated,
@@ -156,10 +163,13 @@ class DeploymentController:
         self._pods.add_handler(FuncHandler(self._pod_changed,
                                            lambda old, new: self._pod_changed(new),
                                            self._pod_changed))
+        self._services.add_handler(FuncHandler(self._service_changed,
+                                               lambda old, new: self._service_changed(new),
+                                               self._service_changed))
 
     @property
     def informers(self) -> list[Informer]:
-        return [self._deployments, self._sets, self._pods]
+        return [self._deployments, self._sets, self._pods, self._services]
 
     async def run(self) -> None:
         await run_controller("deployment", self.informers, self._queue, self.reconcile,
@@ -210,6 +220,10 @@ class DeploymentController:
             if owner is not None:
                 self._queue.add(owner)
 
+    def _service_changed(self, svc: Obj) -> None:
+        for d in self._deployments.by_index(SERVICE_INDEX, key_of(svc)):
+            self._queue.add(key_of(d))
+
     # -- one Deployment ------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
@@ -244,7 +258,7 @@ class DeploymentController:
                     pods={rs["metadata"]["uid"]: self._pods.by_index(OWNER_INDEX,
                                                                      rs["metadata"]["uid"])
                           for rs in sets},
-                    io=io, now=self._clock())
+                    io=io, now=self._clock(), services=self._named_services(d))
         strategy = STRATEGIES.get(r.strategy_type)
         if strategy is None:
             await self._unknown_strategy(r)
@@ -254,7 +268,7 @@ class DeploymentController:
         if paused is not None:
             r.deployment = await io.write_status(r.deployment, paused)
         await r.sync_revision()
-        if r.paused or is_scaling_event(r):
+        if (r.paused or is_scaling_event(r)) and r.strategy_type not in SCALES_ITSELF:
             await sync(r)
         else:
             await strategy(r)
@@ -263,6 +277,11 @@ class DeploymentController:
             r.requeue(becoming + RECHECK_SLACK)
         if r.requeue_after is not None:
             raise Requeue(r.requeue_after)
+
+    def _named_services(self, d: Obj) -> dict[str, Obj]:
+        namespace = d["metadata"].get("namespace")
+        found = {name: self._services.get(f"{namespace}/{name}") for name in named_services(d)}
+        return {name: svc for name, svc in found.items() if svc is not None}
 
     async def _claim(self, io: _ApiIO, d: Obj, selector: LabelSelector) -> list[Obj]:
         """The ReplicaSets this Deployment owns and that still match it, plus matching orphans
@@ -408,6 +427,16 @@ class _ApiIO:
         except (Conflict, NotFound) as exc:
             raise Superseded(f"deployment: {exc.reason}") from exc
         self._c.expectations.wrote(self._key, self._c._deployments, out)
+        return out
+
+    async def patch_service(self, deployment: Obj, service: Obj, patch: Obj) -> Obj:
+        meta = service["metadata"]
+        try:
+            out = await self._c._client.patch(SERVICES, meta["namespace"], meta["name"],
+                                              _with_version(patch, service))
+        except (Conflict, NotFound) as exc:
+            raise Superseded(f"service {meta['name']}: {exc.reason}") from exc
+        self._c.expectations.wrote(self._key, self._c._services, out)
         return out
 
     async def write_status(self, deployment: Obj, status: Obj) -> Obj:

@@ -291,9 +291,9 @@ class Rollout:
         ``annotations`` beside its own (an existing one is returned as it is), so that a
         second create of the same template, by a racing pass or another leader, is refused;
         and only after a compare-and-swap on the Deployment (the revision annotation)
-        confirmed this pass reads it as it is. A refused create whose ReplicaSet is ours with this template is that
-        ReplicaSet; any other is a hash collision: status.collisionCount goes up (a new name
-        next pass) and the pass ends.
+        confirmed this pass reads it as it is. A refused create whose ReplicaSet is ours with
+        this template is that ReplicaSet; any other is a hash collision: status.collisionCount
+        goes up (a new name next pass) and the pass ends.
         """
         if self.new_rs is not None:
             return self.new_rs

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .constants import (
@@ -62,6 +62,13 @@ COUNTS = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
 
 def timestamp(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+
+def timestamp_after(moment: datetime) -> str:
+    """``moment`` rounded up to the second: a deadline written so that it never comes
+    early."""
+    whole = moment.replace(microsecond=0)
+    return timestamp(whole + timedelta(seconds=1) if moment.microsecond else whole)
 
 
 def parse_time(text: str | None) -> datetime | None:
