@@ -15,9 +15,8 @@ FailedScheduling Event, and waits until a node appears or changes or a pod goes 
 every waiting pod is tried again.
 
 Events ("Scheduled", "FailedScheduling") are a courtesy and never hold the loop up: they are
-sent by the binding tasks after the binding, at most ``MAX_EVENT_WRITES`` at once, and dropped
-(counted, logged at the end of a burst) once ``MAX_QUEUED_EVENTS`` wait, as client-go's event
-broadcaster drops when its queue is full.
+sent by the binding tasks after the binding, through an ``EventRecorder`` that drops them when
+too many wait (``events.py``), as client-go's event broadcaster does.
 
 Only the leading controller runs this (``manager.ControllerManager``). Binding is a
 compare-and-set on an empty nodeName in the store, so a deposed leader's late bind fails.
@@ -55,10 +54,6 @@ log = logging.getLogger(__name__)
 SCHEDULER_NAME = "default-scheduler"
 #: Bindings in flight at most: enough for the store to commit many in one Raft entry.
 MAX_BINDING = 64
-#: Event writes in flight at most, and events waiting beyond which new ones are dropped
-#: (client-go's event broadcaster queues 1,000).
-MAX_EVENT_WRITES = 8
-MAX_QUEUED_EVENTS = 1000
 
 Obj = dict[str, Any]
 
@@ -79,9 +74,6 @@ class Scheduler:
         self._workers = workers
         self._binding_slots = asyncio.Semaphore(max_binding)
         self._bindings: set[asyncio.Task[None]] = set()
-        self._event_slots = asyncio.Semaphore(MAX_EVENT_WRITES)
-        self._events_waiting = 0
-        self.events_dropped = 0
         self._events = EventRecorder(client, SCHEDULER_NAME)
         self._queue = WorkQueue()
         self._pods = informers.informer(PODS, indexers={NODE_INDEX: node_of})
@@ -224,23 +216,8 @@ class Scheduler:
             raise
         finally:
             self._binding_slots.release()
-        await self._record(pod, NORMAL, "Scheduled",
+        await self._events.record(pod, NORMAL, "Scheduled",
                            f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}")
-
-    async def _record(self, pod: Obj, type_: str, reason: str, message: str) -> None:
-        """An event, unless too many wait already (then it is dropped and counted)."""
-        if self._events_waiting >= MAX_QUEUED_EVENTS:
-            if not self.events_dropped % MAX_QUEUED_EVENTS:
-                log.warning("scheduler: event queue full; dropping events (%d so far)",
-                            self.events_dropped + 1)
-            self.events_dropped += 1
-            return
-        self._events_waiting += 1
-        try:
-            async with self._event_slots:
-                await self._events.record(pod, type_, reason, message)
-        finally:
-            self._events_waiting -= 1
 
     def _forget(self, key: str, assumed: Obj) -> None:
         """Undo an assumption whose binding failed, on the node's current NodeInfo, unless the
@@ -284,4 +261,4 @@ class Scheduler:
             # Said next time the pod is tried (a change of the cluster, or a resync).
             log.info("scheduler: %s: condition not written: %s", key, exc.message)
             return
-        await self._record(pod, WARNING, "FailedScheduling", message)
+        await self._events.record(pod, WARNING, "FailedScheduling", message)
