@@ -49,22 +49,7 @@ def is_active(pod: Obj) -> bool:
 def pod_ready(pod: Obj, min_ready_seconds: int = 0, *,
               now: Callable[[], datetime] = _utcnow) -> bool:
     """Ready=True, and for ``min_ready_seconds`` at least (Kubernetes' "available")."""
-    for condition in (pod.get("status") or {}).get("conditions") or ():
-        if condition.get("type") != "Ready":
-            continue
-        if condition.get("status") != "True":
-            return False
-        if min_ready_seconds <= 0:
-            return True
-        since = condition.get("lastTransitionTime")
-        if not since:
-            return False
-        try:
-            moment = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-        except ValueError:
-            return False
-        return now() - moment >= timedelta(seconds=min_ready_seconds)
-    return False
+    return available_in(pod, min_ready_seconds, now=now) == 0.0
 
 
 def available_in(pod: Obj, min_ready_seconds: int, *,
