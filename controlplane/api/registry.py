@@ -641,12 +641,7 @@ class Registry:
                            opts: DeleteOptions) -> Any:
         """(object, gone now), NOOP when already deleting as asked, or LOST."""
         meta = obj["metadata"]
-        propagation = opts.propagation or "Background"
-        finalizers = list(meta.get("finalizers") or ())
-        if propagation == "Orphan" and "orphan" not in finalizers:
-            finalizers.append("orphan")
-        if propagation == "Foreground" and "foregroundDeletion" not in finalizers:
-            finalizers.append("foregroundDeletion")
+        finalizers = _deletion_finalizers(list(meta.get("finalizers") or ()), opts.propagation)
         grace = rt.strategy.graceful_delete(obj, opts.grace_period)
         lingers = bool(finalizers) or grace > 0 or rt.strategy.holds_deletion(obj)
         if not lingers:
@@ -817,3 +812,18 @@ def _parse_rv(text: str) -> int:
 def json_copy(obj: Obj) -> Obj:
     """A deep copy of JSON data (faster than copy.deepcopy for plain dicts and lists)."""
     return msgpack.unpackb(msgpack.packb(obj, use_bin_type=True), raw=False)
+
+
+#: The garbage collector's finalizer for each propagation policy that needs one.
+_GC_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}
+
+
+def _deletion_finalizers(finalizers: list[str], propagation: str) -> list[str]:
+    """The finalizers a delete leaves: the one its propagation policy asks for replaces the
+    other policy's (a second delete may change its mind, as in Kubernetes); a delete that
+    names no policy leaves them as they are."""
+    if not propagation:
+        return finalizers
+    wanted = _GC_FINALIZERS.get(propagation)
+    kept = [f for f in finalizers if f not in _GC_FINALIZERS.values() or f == wanted]
+    return kept + [wanted] if wanted and wanted not in kept else kept

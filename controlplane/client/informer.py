@@ -151,7 +151,7 @@ class Informer:
     @property
     def running(self) -> bool:
         """Whether the list and watch are going on (some ``run()`` not yet cancelled)."""
-        return self._task is not None and not self._task.done()
+        return self._task is not None
 
     def add_indexer(self, name: str, indexer: Indexer) -> None:
         """Index by ``indexer`` too (objects already cached included); a name once only."""
@@ -176,16 +176,20 @@ class Informer:
     async def run(self) -> None:
         """Keep the cache current until cancelled (every caller of ``run`` cancelled, when
         the informer is shared)."""
-        if self._task is None or self._task.done():
+        if self._task is None:
             self._task = spawn(self._run(), name=self._name)
+        task = self._task
         self._runners += 1
         try:
-            await asyncio.shield(self._task)
+            await asyncio.shield(task)
         finally:
             self._runners -= 1
-            if not self._runners:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            if not self._runners and self._task is task:
+                # Stopped: a later run() starts afresh and waits for its own first list.
+                self._task = None
+                self.synced.clear()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         resync = spawn(self._resync_loop(), name=f"{self._name} resync") if self.resync else None

@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any
 
 from ..client import (
+    EVENTS,
     SERVED,
     ApiClient,
     Conflict,
@@ -68,6 +69,9 @@ RETRY_SECONDS = 0.2
 Obj = dict[str, Any]
 
 SOLID, DANGLING, WAITING = "solid", "dangling", "waiting"
+#: What the collector watches: every served resource but Events, which own nothing and are
+#: owned by nothing (they name their object in involvedObject), and whose cache would only grow.
+UNDER_COLLECTION = tuple(res for res in SERVED if res is not EVENTS)
 
 
 def owner_uids(obj: Obj) -> list[str]:
@@ -107,7 +111,7 @@ class GarbageCollector:
         self._resources: dict[str, Resource] = {}
         self._informers: dict[str, Informer] = {}
         self._absent: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        for res in SERVED:
+        for res in UNDER_COLLECTION:
             rid = _resource_id(res)
             informer = informers.informer(res, indexers={OWNERS_INDEX: owner_uids})
             self._resources[rid], self._informers[rid] = res, informer
@@ -274,8 +278,18 @@ class GarbageCollector:
                 await self._set_refs(res, latest, keep)
             return
         finalizers = lmeta.get("finalizers") or ()
-        if WAITING in states and self._dependents(lmeta["uid"]):
+        dependents = self._dependents(lmeta["uid"])
+        if WAITING in states and dependents:
             policy = "Foreground"
+            if any(FOREGROUND in _deleting_with(d) for _, d in dependents):
+                # A dependent already waits for its own dependents: perhaps a cycle of owners,
+                # each waiting for the other. Kubernetes breaks it the same way: this object
+                # stops blocking its owners, so they may go before it does.
+                latest = await self._set_refs(res, latest, [
+                    {**ref, "blockOwnerDeletion": False} for ref in refs])
+                if latest is None:
+                    return
+                lmeta = latest["metadata"]
         elif ORPHAN in finalizers:
             policy = "Orphan"
         elif FOREGROUND in finalizers:
@@ -294,14 +308,16 @@ class GarbageCollector:
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def _set_refs(self, res: Resource, obj: Obj, refs: list[Obj]) -> None:
+    async def _set_refs(self, res: Resource, obj: Obj, refs: list[Obj]) -> Obj | None:
+        """The object with ``refs`` as its ownerReferences (None: it is gone)."""
         meta = obj["metadata"]
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"],
                               "ownerReferences": refs or None}}
         try:
-            await self._client.patch(res, meta.get("namespace", ""), meta["name"], patch)
+            return await self._client.patch(res, meta.get("namespace", ""), meta["name"],
+                                            patch)
         except NotFound:
-            pass
+            return None
         except Conflict:
             raise Requeue(RETRY_SECONDS) from None
 

@@ -4,8 +4,9 @@ Leadership comes from a ``is_leader()`` callable: the embedded store's Raft role
 (``RaftStore.is_leader``), or a Lease held through the API when the store is an external
 etcd. The manager polls it (``POLL_SECONDS``), so loops start within that time of gaining
 leadership, and cancels every loop at once when it is lost. Being cancelled is the only way a
-loop stops: a loop that returns or raises is logged and restarted after a pause, since a
-control loop is meant to run for as long as its controller leads. Loops must not rely on
+loop stops: a loop that returns or raises is logged and the whole term is started again after
+a pause (fresh loops, fresh shared informers): a loop rebuilt alone would find its dead
+predecessor's handlers still on the informers it shares with the others. Loops must not rely on
 being the only writer: a deposed leader may still be finishing a write, which is why every
 controller write is a compare-and-swap on resourceVersion.
 """
@@ -59,24 +60,28 @@ class ControllerManager:
                     log.warning("became leader: starting %d control loops", len(loops))
                     for loop in loops:
                         self._running[loop.name] = asyncio.get_running_loop().create_task(
-                            self._keep_running(loop), name=f"control loop {loop.name}")
+                            loop.run(), name=f"control loop {loop.name}")
                 elif not leader and self._running:
                     log.warning("lost leadership: stopping the control loops")
                     await self._stop_all()
+                elif ended := [name for name, task in self._running.items() if task.done()]:
+                    for name in ended:
+                        self._report_end(name, self._running[name])
+                    await self._stop_all()
+                    await asyncio.sleep(RESTART_SECONDS)
+                    continue
                 await asyncio.sleep(self._poll)
         finally:
             await self._stop_all()
 
-    async def _keep_running(self, loop: Loop) -> None:
-        while True:
-            try:
-                await loop.run()
-                log.error("control loop %s returned; restarting it", loop.name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("control loop %s failed; restarting it", loop.name)
-            await asyncio.sleep(RESTART_SECONDS)
+    @staticmethod
+    def _report_end(name: str, task: asyncio.Task[None]) -> None:
+        failure = None if task.cancelled() else task.exception()
+        if failure is None:
+            log.error("control loop %s ended; restarting the control loops", name)
+        else:
+            log.error("control loop %s failed; restarting the control loops", name,
+                      exc_info=failure)
 
     async def _stop_all(self) -> None:
         tasks, self._running = list(self._running.values()), {}

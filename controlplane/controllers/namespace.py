@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..client import (
+    EVENTS,
     NAMESPACES,
     PODS,
     SERVED,
@@ -93,7 +94,10 @@ class NamespaceController:
         self._queue = WorkQueue()
         self._content_resources = [res for res in SERVED if res.namespaced]
         self._namespaces = informers.informer(NAMESPACES)
-        self._content = [informers.informer(res) for res in self._content_resources]
+        # Events are deleted with the rest but not watched: they never linger (no finalizers
+        # or grace), and a cache of every Event would only grow.
+        self._content = [informers.informer(res) for res in self._content_resources
+                         if res is not EVENTS]
         self._namespaces.add_handler(FuncHandler(self._namespace_seen,
                                                  self._namespace_updated))
         for informer in self._content:

@@ -363,6 +363,23 @@ async def test_finalizers_hold_deletion(api: Api) -> None:
     assert (await api.call("GET", f"{CM}/fin"))[0] == 404
 
 
+async def test_a_second_delete_changes_the_propagation_policy(api: Api) -> None:
+    """Without a garbage collector running, the finalizers show what each delete asked:
+    the policy named last replaces the other's finalizer (Background drops both)."""
+    await api.call("POST", CM, configmap("twice", finalizers=["example.com/hold"]))
+    asked = []
+    for policy in ("Orphan", "Foreground", None, "Background"):
+        body = {"propagationPolicy": policy} if policy else None
+        status, got, _ = await api.call("DELETE", f"{CM}/twice", body)
+        assert status in (200, 202), got
+        asked.append(got["metadata"]["finalizers"])
+    assert asked == [["example.com/hold", "orphan"], ["example.com/hold", "foregroundDeletion"],
+                     ["example.com/hold", "foregroundDeletion"], ["example.com/hold"]]
+    patched = await api.call("PATCH", f"{CM}/twice", {"metadata": {"labels": {"a": "b"}}},
+                             content_type="application/merge-patch+json")
+    assert patched[0] == 200, patched[1]
+
+
 async def _wait_gone(api: Api, path: str, timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.05)):
         if (await api.call("GET", path))[0] == 404:

@@ -134,6 +134,19 @@ async def test_foreground_owner_waits_for_blocking_dependents(client: ApiClient)
         await eventually(gone(client, DEPLOYMENTS, "fg"))
 
 
+async def test_foreground_deletion_of_owners_in_a_cycle_finishes(client: ApiClient) -> None:
+    """a owns b and b owns a, both blocking: deleting a in foreground must not leave each
+    waiting for the other (Kubernetes unblocks the dependent's references)."""
+    async with collector(client):
+        a = await client.create(CONFIGMAPS, "default", configmap("cycle-a"))
+        b = await client.create(CONFIGMAPS, "default", configmap("cycle-b", ref(a)))
+        a["metadata"]["ownerReferences"] = [ref(b)]
+        await client.update(CONFIGMAPS, a)
+        await client.delete(CONFIGMAPS, "default", "cycle-a", propagation="Foreground")
+        await eventually(gone(client, CONFIGMAPS, "cycle-a"))
+        await eventually(gone(client, CONFIGMAPS, "cycle-b"))
+
+
 async def test_non_blocking_dependents_do_not_hold_a_foreground_owner(
         client: ApiClient) -> None:
     async with collector(client):

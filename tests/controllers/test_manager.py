@@ -47,17 +47,34 @@ async def test_loops_follow_leadership() -> None:
     assert running == set()
 
 
-async def test_a_loop_that_fails_is_restarted(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_loop_that_fails_restarts_the_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed loop brings fresh loops, all of them (from a fresh ``make_loops``): the others
+    are stopped first, so no two generations of a loop ever run at once."""
     monkeypatch.setattr(manager_module, "RESTART_SECONDS", 0.01)
-    runs = 0
+    runs, terms, steady, most_steady = 0, 0, 0, 0
 
     async def flaky() -> None:
         nonlocal runs
         runs += 1
         raise RuntimeError("boom")
 
-    manager = ControllerManager(lambda: True, lambda: [Loop("flaky", flaky)], poll=0.01)
+    async def healthy() -> None:
+        nonlocal steady, most_steady
+        steady += 1
+        most_steady = max(most_steady, steady)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            steady -= 1
+
+    def make_loops() -> list[Loop]:
+        nonlocal terms
+        terms += 1
+        return [Loop("flaky", flaky), Loop("healthy", healthy)]
+
+    manager = ControllerManager(lambda: True, make_loops, poll=0.01)
     task = asyncio.create_task(manager.run())
     await _until(lambda: runs >= 3)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    assert terms >= 3 and most_steady == 1 and steady == 0
