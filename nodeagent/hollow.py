@@ -100,6 +100,8 @@ class HollowFleet:
         self._queue = WorkQueue()
         self._pods = Informer(client, PODS)
         self._pods.add_handler(FuncHandler(self._seen, lambda old, new: self._seen(new)))
+        #: Nodes whose last lease renewal failed: they post Ready again once one gets through.
+        self._missed: set[str] = set()
         #: Set once every node of the fleet has been created (or found and reported ready).
         self.registered = asyncio.Event()
 
@@ -112,7 +114,7 @@ class HollowFleet:
         """Register, then heartbeat and play the kubelet until cancelled."""
         await asyncio.gather(*(self._bounded(self._register, name) for name in self.names))
         # A kubelet holds its Lease from the start; the spread-out renewals begin a period on.
-        await asyncio.gather(*(self._renew_one(name, set()) for name in self.names))
+        await asyncio.gather(*(self._renew_one(name, self._missed) for name in self.names))
         self.registered.set()
         leases = asyncio.create_task(self._renew_leases(), name="hollow node leases")
         try:
@@ -145,7 +147,7 @@ class HollowFleet:
         doubled: that turn is skipped."""
         if not self.names:
             return
-        missed: set[str] = set()
+        missed = self._missed
         in_flight: dict[str, asyncio.Task[None]] = {}
         step = self._renew_seconds / max(len(self.names), 1)
         loop = asyncio.get_running_loop()

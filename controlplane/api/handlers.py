@@ -323,8 +323,10 @@ class ResourceHandler:
         node = _dig(body, "target", "name")
         if not isinstance(node, str) or not node:
             raise errors.invalid("", "Binding", target.name, [errors.required("target.name")])
+        uid = _dig(body, "metadata", "uid")
         opts = self._write_options(request)
-        pod = await self.registry.bind(target.namespace, target.name, node, opts)
+        pod = await self.registry.bind(target.namespace, target.name, node, opts,
+                                       uid=uid if isinstance(uid, str) else "")
         return self._respond(request, status_success(target.rt, pod, 201), output, status=201)
 
     async def _eviction(self, request: web.Request, target: Target, verb: str, output: Output

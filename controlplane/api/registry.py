@@ -585,13 +585,19 @@ class Registry:
         """``obj`` with a patch applied (for subresources with their own shape, like Scale)."""
         return self._patched(rt, obj, patch_type, body, opts)
 
-    async def bind(self, namespace: str, name: str, node: str, opts: WriteOptions) -> Obj:
-        """pods/binding: assign a pending pod to ``node``, at most once (the scheduler's write)."""
+    async def bind(self, namespace: str, name: str, node: str, opts: WriteOptions, *,
+                   uid: str = "") -> Obj:
+        """pods/binding: assign a pending pod to ``node``, at most once (the scheduler's write);
+        with ``uid`` (the Binding's metadata.uid), only the pod of that uid."""
 
         async def attempt_write(kv: KeyValue | None) -> Any:
             if kv is None:
                 raise errors.not_found("", "pods", name)
             old = decode(kv)
+            if uid and old["metadata"].get("uid") != uid:
+                raise errors.conflict("", "pods/binding", name,
+                                      f"Precondition failed: UID in precondition: {uid}, "
+                                      f"UID in object meta: {old['metadata'].get('uid')}")
             spec = old.get("spec") or {}
             if spec.get("nodeName"):
                 assigned = spec["nodeName"]

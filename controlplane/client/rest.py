@@ -338,11 +338,11 @@ class ApiClient:
                                   params=_selectors(label_selector, field_selector), body=options)
         return list((answer or {}).get("items") or ())
 
-    async def bind(self, namespace: str, name: str, node: str) -> None:
+    async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> None:
         """Bind a pod to a node (pods/binding, as the scheduler does); ``Conflict`` if it is
-        bound already."""
-        binding = {"apiVersion": "v1", "kind": "Binding",
-                   "metadata": {"name": name, "namespace": namespace},
+        bound already, or (given ``uid``) if the pod of that name is another one."""
+        meta = {"name": name, "namespace": namespace, **({"uid": uid} if uid else {})}
+        binding = {"apiVersion": "v1", "kind": "Binding", "metadata": meta,
                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         await self._call("POST", PODS.path(namespace, name, "binding"), body=binding)
 

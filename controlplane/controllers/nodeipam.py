@@ -276,6 +276,7 @@ class NodeIpamController:
         try:
             key = str(self._cidrs.parse(cidr))
         except CidrError as exc:
+            self._release(name)  # what was reserved for it is not what it has
             return f"Node {name} has podCIDR {cidr} that cannot be used: {exc}"
         if self._held.get(name) == key:
             return None

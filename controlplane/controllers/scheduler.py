@@ -135,8 +135,11 @@ class Scheduler:
         self._pod_added(new)
 
     def _pod_deleted(self, pod: Obj) -> None:
-        self._assumed.pop(key_of(pod), None)
-        for name in node_of(pod):
+        assumed = self._assumed.pop(key_of(pod), None)
+        # The cache may still show the pod pending while our binding went through: it is
+        # held on the node we assumed.
+        nodes = set(node_of(pod)) | ({assumed["spec"]["nodeName"]} if assumed else set())
+        for name in nodes:
             info = self._infos.get(name)
             if info is not None and info.remove_pod(pod):
                 self._retry_unschedulable()
@@ -204,7 +207,8 @@ class Scheduler:
         """The binding cycle of one assumed pod (holding a binding slot until the write ends)."""
         meta = pod["metadata"]
         try:
-            await self._client.bind(meta["namespace"], meta["name"], node)
+            await self._client.bind(meta["namespace"], meta["name"], node,
+                                    uid=meta.get("uid", ""))
         except ApiError as exc:
             self._forget(key, assumed)
             if not isinstance(exc, (Conflict, NotFound)):  # else bound elsewhere, or gone

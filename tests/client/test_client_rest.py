@@ -171,6 +171,12 @@ async def test_bind(client: ApiClient) -> None:
         await client.bind("default", "b", "node-2")
     with pytest.raises(NotFound):
         await client.bind("default", "nobody", "node-1")
+    first = await client.create(PODS, "default", pod("again"))
+    await client.delete(PODS, "default", "again", grace_period=0)
+    await client.create(PODS, "default", pod("again"))  # the same name, another pod
+    with pytest.raises(Conflict):
+        await client.bind("default", "again", "node-1", uid=first["metadata"]["uid"])
+    assert not (await client.get(PODS, "default", "again"))["spec"].get("nodeName")
 
 
 async def test_identity_errors(cluster: Cluster) -> None:

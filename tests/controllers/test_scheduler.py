@@ -100,3 +100,30 @@ async def test_assumed_pods_count_before_the_watch_sees_them(
         return nodes if all(nodes) else None
 
     assert sorted(await eventually(all_bound)) == ["a", "a", "b", "b"]
+
+
+async def test_an_assumed_pod_deleted_before_the_watch_showed_it_bound_is_forgotten() -> None:
+    """The bind went through, then the pod was deleted, and the informer relisted without
+    ever showing it bound: the node must not keep holding the pod's requests."""
+    from controlplane.client import InformerFactory
+
+    class Binder:
+        async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> None:
+            return None
+
+    informers = InformerFactory(Binder())  # type: ignore[arg-type]
+    scheduler = Scheduler(Binder(), informers=informers)  # type: ignore[arg-type]
+    nodes, pods = informers.informer(NODES), informers.informer(PODS)
+    # The informers' own entry points for a watch event and a relist.
+    nodes._apply("ADDED", {**node("n1", cpu="1"), "metadata": {"name": "n1",
+                                                                 "resourceVersion": "1"}})
+    pending = pod("p", cpu="800m")
+    pending["metadata"].update(namespace="default", uid="u1", resourceVersion="2")
+    pods._apply("ADDED", pending)
+    await scheduler.reconcile("default/p")
+    for _ in range(10):
+        await asyncio.sleep(0)  # the binding task runs
+    info = scheduler._infos["n1"]
+    assert info.requested_milli_cpu == 800
+    pods._replace([])
+    assert info.requested_milli_cpu == 0 and not info.pods
