@@ -608,3 +608,29 @@ async def test_a_slow_watch_makes_it_wait_for_its_own_writes(client: ApiClient) 
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+async def test_a_deployment_being_deleted_only_syncs_its_status(
+        client: ApiClient, cluster_loops: None) -> None:
+    """Kubernetes' syncStatusOnly: a Deployment held by a finalizer while deleted still has its
+    status synced to its ReplicaSets, but nothing is scaled back or created."""
+    d = deployment("app:v1", 2)
+    d["metadata"]["finalizers"] = ["test.corral.dev/hold"]
+    await client.create(DEPLOYMENTS, NS, d)
+    await eventually(lambda: rolled_out(client, 2))
+    await client.delete(DEPLOYMENTS, NS, "web")
+    rs = (await replica_sets(client))[-1]
+    await client.patch(REPLICASETS, NS, rs["metadata"]["name"], {"spec": {"replicas": 1}})
+
+    async def synced() -> Obj | None:
+        got = await client.get(DEPLOYMENTS, NS, "web")
+        return got if (got.get("status") or {}).get("replicas") == 1 and \
+            got["status"].get("availableReplicas") == 1 else None
+
+    await eventually(synced)
+    await asyncio.sleep(0.3)
+    assert (await client.get(REPLICASETS, NS, rs["metadata"]["name"]))["spec"]["replicas"] == 1
+    await set_image(client, "app:v2")  # a template change while deleted makes nothing
+    await asyncio.sleep(0.3)
+    assert len(await replica_sets(client)) == 1
+    await client.patch(DEPLOYMENTS, NS, "web", {"metadata": {"finalizers": None}})

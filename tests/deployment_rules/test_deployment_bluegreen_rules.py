@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_deployment_strategies import FakeIO, deployment, pods, replica_set, rollout
 
-from controlplane.controllers.deployment import Superseded, bluegreen
+from controlplane.controllers.deployment import Superseded, bluegreen, strategies
 from controlplane.controllers.deployment.bluegreen import (
     Plan,
     Settings,
@@ -72,7 +72,7 @@ def test_which_old_side_serves() -> None:
     (state(side("v2", 3), [side("v1", 3)], "v1"),
      Plan(promote=True, stamp=("v1",), scale_down_at=T0 + timedelta(seconds=30))),
     # autoPromotionSeconds not over yet
-    (state(side("v2", 3), [side("v1", 3)], "v1", promotable_in=4.0), Plan(wait=4.0)),
+    (state(side("v2", 3), [side("v1", 3)], "v1", promotable_in=4.0), Plan(wait=4.0, hold=True)),
     # manual: pause; resumed: switch
     (state(side("v2", 3), [side("v1", 3)], "v1", settings=MANUAL), Plan(pause=True)),
     (state(side("v2", 3), [side("v1", 3)], "v1", settings=MANUAL, resumed=True),
@@ -84,7 +84,7 @@ def test_which_old_side_serves() -> None:
     (state(side("v1", 3, stamp=10), [side("v2", 3)], "v2", settings=MANUAL),
      Plan(promote=True, stamp=("v2",), scale_down_at=T0 + timedelta(seconds=30))),
     # promoted: the old side waits out its stamp, then goes
-    (state(side("v2", 3), [side("v1", 3, stamp=5)], "v2"), Plan(wait=5.0)),
+    (state(side("v2", 3), [side("v1", 3, stamp=5)], "v2"), Plan(wait=5.0, hold=True)),
     (state(side("v2", 3), [side("v1", 3, stamp=-1)], "v2"), Plan(sizes=[("v1", 0)])),
     # an old side that never served (superseded before promotion) goes at once
     (state(side("v3", 3), [side("v1", 3), side("v2", 3)], "v1"), Plan(sizes=[("v2", 0)])),
@@ -151,6 +151,8 @@ class ServiceIO(FakeIO):
             raise Superseded(name)
         out = copy.deepcopy(current)
         out["spec"]["selector"].update(patch["spec"]["selector"])
+        out["spec"]["selector"] = {k: v for k, v in out["spec"]["selector"].items()
+                                   if v is not None}
         out["metadata"]["resourceVersion"] = str(next(self.revision))
         self.writes.append(("service", name, patch["spec"]["selector"]))
         self.services[name] = out
@@ -242,3 +244,54 @@ async def test_the_scale_down_delay_does_not_count_against_the_progress_deadline
         assert (io.objects["web-v1"]["spec"]["replicas"] == 0) == moved
         if not moved:
             assert r.requeue_after is not None and 1799 < r.requeue_after < 1801
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def test_an_auto_promotion_wait_holds_the_deadline_while_a_pod_flaps() -> None:
+    """autoPromotionSeconds 3600, 20 minutes in one new pod goes unready: no promotion, the
+    deadline held until the wait would have ended."""
+    waiting = Settings(active="web", auto_promotion_seconds=3600)
+    s = state(side("v2", 3, 2), [side("v1", 3)], "v1", settings=waiting, promotable_in=None,
+              promotion_wait_ends=T0 + timedelta(minutes=40))
+    assert decide(s) == Plan(hold=True)
+    after = state(side("v2", 3, 2), [side("v1", 3)], "v1", settings=waiting,
+                  promotable_in=None, promotion_wait_ends=T0 - timedelta(seconds=1))
+    assert decide(after) == Plan()  # long over: the deadline counts again
+
+
+def test_zero_replicas_sizes_only_never_promotes() -> None:
+    s = state(side("v2", 0), [side("v1", 0)], "v1", replicas=0)
+    assert decide(s) == Plan(hold=True)
+    resized = state(side("v2", 3), [side("v1", 3)], "v1", replicas=0)
+    assert decide(resized) == Plan(sizes=[("v2", 0), ("v1", 0)], hold=True)
+    first = state(side("v2", 0), [], None, replicas=0)
+    assert not decide(first).promote
+
+
+def test_an_unknown_ready_time_is_not_promotable() -> None:
+    s = state(side("v2", 3), [side("v1", 3)], "v1", promotable_in=None)
+    assert decide(s) == Plan()
+
+
+async def test_a_deployment_no_longer_blue_green_lets_the_active_service_go() -> None:
+    io, d, old, new = blue_green_pair([web_service({"app": "web", "pod-template-hash": "v1"})])
+    r = rollout(d, [old], io, new=new,
+                pod_map={old["metadata"]["uid"]: pods(old, 3), new["metadata"]["uid"]:
+                         pods(new, 3)})
+    r.services = dict(io.services)
+    await bluegreen.rollout(r)  # promoted: the Service remembered on the Deployment
+    assert io.objects["web"]["metadata"]["annotations"][
+        "deployment.corral.dev/active-service"] == "web"
+    switched = copy.deepcopy(io.objects["web"])
+    switched["spec"]["strategy"] = {"type": "RollingUpdate"}
+    io.objects["web"] = switched
+    assert bluegreen.service_names(switched) == ["web"]  # still watched, to be let go
+    r = rollout(switched, [old], io, new=io.objects["web-v2"])
+    r.services = dict(io.services)
+    await strategies.let_go(r)
+    assert io.services["web"]["spec"]["selector"] == {"app": "web"}
+    assert "deployment.corral.dev/active-service" not in \
+        io.objects["web"]["metadata"]["annotations"]
+    assert bluegreen.service_names(io.objects["web"]) == []

@@ -8,6 +8,7 @@ again)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -26,6 +27,7 @@ from controlplane.controllers.deployment.canary import (
     split,
     stable_of,
     steps_of,
+    targets_of,
     weight_at,
 )
 from controlplane.controllers.deployment.replicas import ReplicaSetView
@@ -117,9 +119,9 @@ def state(new: ReplicaSetView, old: list[ReplicaSetView], index: int, **kw: obje
 
 
 def test_decide_a_weight_step_completes_once_settled() -> None:
-    assert decide(state(rs("n", 2), [rs("v1", 8)], 0)) == Plan((2, 8), advance=1)
+    assert decide(state(rs("n", 2), [rs("v1", 8)], 0)) == Plan(advance=1)
     not_gone = state(rs("n", 2), [rs("v1", 8, pods=9)], 0)  # an old pod still running
-    assert decide(not_gone) == Plan((2, 8))
+    assert decide(not_gone) == Plan()
 
 
 def test_decide_a_timed_pause() -> None:
@@ -134,7 +136,7 @@ def test_decide_a_timed_pause() -> None:
 def test_decide_an_indefinite_pause_pauses_once() -> None:
     settled = [rs("n", 5), [rs("v1", 5)]]
     assert decide(state(*settled, 3)).pause
-    assert decide(state(*settled, 3, paused=True)) == Plan((5, 5))  # waits for the user
+    assert decide(state(*settled, 3, paused=True)) == Plan()  # waits for the user
     assert decide(state(*settled, 3, resumed=True)).advance == 4  # resumed: the next step
 
 
@@ -145,11 +147,11 @@ def test_decide_paused_keeps_the_share_but_starts_no_step() -> None:
 
 
 def test_decide_done_rollback_and_first_rollout_take_all() -> None:
-    assert decide(state(rs("n", 8), [rs("v1", 2)], 4)) == Plan((10, 0), new_size=10, done=True)
+    assert decide(state(rs("n", 8), [rs("v1", 2)], 4)) == Plan(new_size=10, done=True)
     rollback = state(rs("v1", 8), [rs("v2", 2, created=NEWER)], 0, rollback=True)
-    assert decide(rollback).targets == (10, 0) and decide(rollback).new_size == 10
+    assert targets_of(rollback) == (10, 0) and decide(rollback).new_size == 10
     first = state(rs("n", 0), [], 0, stable=None)
-    assert decide(first) == Plan((10, 0), new_size=10, done=True)
+    assert decide(first) == Plan(new_size=10, done=True)
 
 
 # ---------------------------------------------------------------- a whole canary, simulated
@@ -183,7 +185,8 @@ def test_a_simulated_canary_keeps_its_promises(steps: list[Step], replicas: int)
                            *plan.old_sizes]:
             world[name] = [size, min(world[name][1], size)]  # unavailable ones go first
             assert sum(a for _, a in world.values()) >= replicas
-        grown = max(plan.targets[0] - last[0], 0) + max(plan.targets[1] - last[1], 0)
+        targets = targets_of(s)
+        grown = max(targets[0] - last[0], 0) + max(targets[1] - last[1], 0)
         assert sum(size for size, _ in world.values()) <= replicas + grown
         if plan.advance is not None:
             if steps[index].weight is not None:
@@ -289,3 +292,71 @@ async def test_a_replica_set_rolled_back_to_starts_its_bookkeeping_again() -> No
             annotations["deployment.corral.dev/canary-revision"]) == ("0", "web-serving", "3")
     assert io.objects["web-back"]["spec"]["replicas"] == 5
     assert ("CanaryStep", "Step 1/1: setWeight 50") in io.events
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def test_decide_a_timed_pause_holds_the_deadline_while_a_pod_flaps() -> None:
+    """20 minutes into a 3600 s pause one canary pod goes unready: not settled, yet the pause
+    runs on and holds the deadline (and is looked at again when it ends)."""
+    flapping = state(rs("n", 2, 1), [rs("v1", 8)], 1, pause_started=T0 - timedelta(minutes=20),
+                     steps=(Step(weight=20), Step(pause=True, duration=3600)))
+    plan = decide(flapping)
+    assert (plan.hold, plan.wait, plan.advance) == (True, 2400.0, None)
+    over = replace_started(flapping, T0 - timedelta(seconds=3600))
+    assert not decide(over).hold  # the pause is over: the deadline counts again
+
+
+def replace_started(s: State, started: datetime) -> State:
+    return dataclasses.replace(s, pause_started=started)
+
+
+def test_decide_zero_replicas_sizes_only_and_holds() -> None:
+    plan = decide(state(rs("n", 0), [rs("v1", 0)], 0, replicas=0))
+    assert plan == Plan(hold=True)  # no advance: nothing ran at this step
+    shrink = decide(state(rs("n", 2), [rs("v1", 8)], 0, replicas=0))
+    assert (shrink.new_size, shrink.old_sizes, shrink.advance, shrink.hold) == \
+        (0, [("v1", 0)], None, True)
+
+
+def test_stable_of_skips_an_aborted_canary_and_breaks_ties_to_the_oldest() -> None:
+    v1, aborted = rs("v1", 5, created=OLDER), rs("v2", 5, created=NEWER)
+    assert stable_of([v1, aborted]) == "v1"  # a tie: the oldest
+    assert stable_of([aborted, v1]) == "v1"
+    bigger = rs("v2", 6, created=NEWER)
+    assert stable_of([v1, bigger], {"v2": "v1"}) == "v1"  # unfinished: its recorded stable
+    assert stable_of([v1, bigger]) == "v2"
+    assert stable_of([bigger], {"v2": "gone"}) == "v2"  # the recorded one is gone
+
+
+async def test_a_flapping_pod_in_a_timed_pause_is_not_a_missed_deadline() -> None:
+    """progressDeadlineSeconds 600, pause 3600 s begun 20 minutes ago (Progressing last
+    updated then), one canary pod unready: Progressing stays True."""
+    began = "2024-01-01T11:40:00Z"
+    d = canary_deployment("v2", 10, [{"setWeight": 20}, {"pause": {"duration": 3600}}])
+    d["status"] = {"observedGeneration": 2, "replicas": 10, "updatedReplicas": 2,
+                   "readyReplicas": 10, "availableReplicas": 10, "conditions": [
+                       {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                        "message": 'ReplicaSet "web-new" is progressing.',
+                        "lastUpdateTime": began, "lastTransitionTime": began}]}
+    old = replica_set("web-old", "v1", 8)
+    new = replica_set("web-new", "v2", 2, revision=2)
+    new["spec"]["template"] = copy.deepcopy(d["spec"]["template"])
+    new["metadata"]["labels"] = {"pod-template-hash": "h2"}
+    new["metadata"]["annotations"].update({
+        "deployment.corral.dev/canary-step": "1", "deployment.corral.dev/canary-stable":
+        "web-old", "deployment.corral.dev/canary-revision": "2",
+        "deployment.corral.dev/canary-pause-start": began})
+    new["status"]["availableReplicas"] = 1
+    io = FakeIO(d, old, new)
+    flapping = pods(new, 2)
+    flapping[1]["status"] = {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "False", "lastTransitionTime": "2024-01-01T11:59:00Z"}]}
+    r = rollout(d, [old], io, new=new, pod_map={old["metadata"]["uid"]: pods(old, 8),
+                                                new["metadata"]["uid"]: flapping})
+    await canary.rollout(r)
+    progressing = next(c for c in io.objects["web"]["status"]["conditions"]
+                       if c["type"] == "Progressing")
+    assert progressing["status"] == "True"
+    assert r.requeue_after is not None and 2399 < r.requeue_after < 2401

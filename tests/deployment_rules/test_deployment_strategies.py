@@ -191,3 +191,24 @@ async def test_a_stale_snapshot_ends_the_pass() -> None:
     with pytest.raises(Superseded):
         await rolling.rollout(rollout(stale, [old], io))
     assert not [w for w in io.writes if w[0] == "create"]  # nothing created from a stale view
+
+
+async def test_a_failed_create_leaves_the_deployment_revision_alone() -> None:
+    """The Deployment's revision follows the new ReplicaSet's creation: a create that fails
+    (other than AlreadyExists) leaves it at the newest ReplicaSet's, the guard still a
+    compare-and-swap."""
+    from controlplane.client import ApiError
+
+    class FailingIO(FakeIO):
+        async def create_replica_set(self, deployment: Obj, rs: Obj) -> Obj:
+            raise ApiError(failure(500, "etcd is down", "InternalError"))
+
+    d = deployment("v2", 10)
+    d["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
+    old = replica_set("web-old", "v1", 10)
+    io = FailingIO(d, old)
+    r = rollout(d, [old], io)
+    with pytest.raises(ApiError):
+        await r.ensure_new_replica_set()
+    assert io.objects["web"]["metadata"]["annotations"][
+        "deployment.kubernetes.io/revision"] == "1"

@@ -27,14 +27,15 @@ moments ago) is promoted at once, manual promotion or not; so is the first rollo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from ..events import NORMAL, WARNING
 from ..pods import available_in
-from . import revisions, scaling
+from . import shared
 from . import status as status_
 from .constants import (
+    ACTIVE_SERVICE,
     AWAITING_PROMOTION,
     BLUE_GREEN,
     DEFAULT_SCALE_DOWN_DELAY_SECONDS,
@@ -46,6 +47,7 @@ from .constants import (
     PAUSED_FOR,
     POD_TEMPLATE_HASH,
     PREVIEW_SWITCHED,
+    PROGRESSING,
     PROMOTED,
     SCALE_DOWN_AT,
     SERVICE_FAILURE,
@@ -83,11 +85,16 @@ def settings_of(deployment: Obj) -> Settings:
                     else int(delay))
 
 
+def is_blue_green(deployment: Obj) -> bool:
+    return ((deployment.get("spec") or {}).get("strategy") or {}).get("type") == BLUE_GREEN
+
+
 def service_names(deployment: Obj) -> list[str]:
-    """The Services a BlueGreen Deployment names (active, then preview); none otherwise."""
-    strategy = (deployment.get("spec") or {}).get("strategy") or {}
-    if strategy.get("type") != BLUE_GREEN:
-        return []
+    """The Services a BlueGreen Deployment names (active, then preview); for another, the
+    active Service it last switched as BlueGreen (to be let go), if any."""
+    if not is_blue_green(deployment):
+        remembered = shared.annotations(deployment).get(ACTIVE_SERVICE)
+        return [remembered] if remembered else []
     settings = settings_of(deployment)
     return [name for name in (settings.active, settings.preview) if name]
 
@@ -131,6 +138,9 @@ class State:
     #: Seconds until every new Pod has been available for autoPromotionSeconds (None: not
     #: all are available).
     promotable_in: float | None = None
+    #: When the autoPromotionSeconds wait under way ends (counted from the last progress:
+    #: the new side becoming available); None: no such wait.
+    promotion_wait_ends: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,9 @@ class Plan:
     pause: bool = False
     #: Look again in this many seconds (a delay or autoPromotionSeconds running).
     wait: float | None = None
+    #: A wait on purpose (a delay, autoPromotionSeconds, a Deployment of 0 replicas): the
+    #: progress deadline does not run out meanwhile.
+    hold: bool = False
 
 
 def serving(s: State) -> list[Side]:
@@ -169,7 +182,18 @@ def _earliest(a: float | None, b: float) -> float:
 def decide(s: State) -> Plan:
     """The next move of a blue-green rollout: sizes first (the new side and a named serving
     side at ``replicas``, old sides that do not serve to 0 once their stamp passed), then,
-    with nothing to scale, promotion or a pause for it."""
+    with nothing to scale, promotion or a pause for it. A Deployment of 0 replicas only
+    sizes (nothing to promote: no side is fully available with nothing to run)."""
+    plan = _decide(s)
+    promoted = s.active_hash is not None and s.active_hash == s.new.pod_hash
+    auto_wait = s.promotion_wait_ends is not None and s.now < s.promotion_wait_ends and \
+        s.settings.auto_promotion and not promoted and not s.paused
+    if plan.wait is not None or auto_wait or s.replicas == 0:
+        return replace(plan, hold=True)
+    return plan
+
+
+def _decide(s: State) -> Plan:
     serves = serving(s)
     sizes = []
     wait: float | None = None
@@ -187,7 +211,7 @@ def decide(s: State) -> Plan:
                 continue
             sizes.append((o.name, 0))
     promoted = s.active_hash is not None and s.active_hash == s.new.pod_hash
-    if sizes or promoted or s.paused or s.service_missing or \
+    if sizes or promoted or s.paused or s.service_missing or s.replicas == 0 or \
             not fully_available(s.new, s.replicas):
         return Plan(sizes=sizes, wait=wait)
     at = s.now + timedelta(seconds=s.settings.scale_down_delay)
@@ -198,27 +222,17 @@ def decide(s: State) -> Plan:
         return promote
     if not s.settings.auto_promotion:
         return promote if s.resumed else Plan(pause=True, wait=wait)
-    left = s.promotable_in or 0.0
-    if left > 0:
-        return Plan(wait=_earliest(wait, left))
+    if s.promotable_in is None:  # a Pod's Ready time unknown: not promotable yet
+        return Plan(wait=wait)
+    if s.promotable_in > 0:
+        return Plan(wait=_earliest(wait, s.promotable_in))
     return promote
 
 
 # ---------------------------------------------------------------- the I/O shell
 
 
-def _annotations(obj: Obj) -> dict[str, str]:
-    return (obj.get("metadata") or {}).get("annotations") or {}
-
-
-def _hash(rs: Obj) -> str:
-    return ((rs.get("metadata") or {}).get("labels") or {}).get(POD_TEMPLATE_HASH, "")
-
-
-def paused_key(rs: Obj) -> str:
-    """What a pause for promoting ``rs`` is recorded as: its hash and revision (a rollback
-    gives it a new revision, so an old record never stands for a later rollout)."""
-    return f"{_hash(rs)}/{revisions.revision_of(rs)}"
+_annotations, _hash, paused_key = shared.annotations, shared.pod_hash, shared.paused_key
 
 
 def _side(r: Rollout, rs: Obj) -> Side:
@@ -243,13 +257,23 @@ def read_state(r: Rollout, settings: Settings, *, missing: bool) -> State:
                  service_missing=missing, paused=r.paused,
                  resumed=not r.paused and
                  _annotations(r.deployment).get(PAUSED_FOR) == paused_key(r.new_rs),
-                 promotable_in=_promotable_in(r, r.new_rs, settings.auto_promotion_seconds))
+                 promotable_in=_promotable_in(r, r.new_rs, settings.auto_promotion_seconds),
+                 promotion_wait_ends=_promotion_wait_ends(r, settings))
+
+
+def _promotion_wait_ends(r: Rollout, settings: Settings) -> datetime | None:
+    """The end of an autoPromotionSeconds wait, counted from Progressing's last update (the
+    new side's last Pod becoming available is progress); None without such a wait."""
+    if settings.auto_promotion_seconds <= 0:
+        return None
+    since = status_.parse_time((status_.get_condition(
+        r.deployment.get("status"), PROGRESSING) or {}).get("lastUpdateTime"))
+    return since + timedelta(seconds=settings.auto_promotion_seconds) if since else None
 
 
 
 async def rollout(r: Rollout) -> None:
-    if r.new_rs is None and r.paused:
-        await scaling.sync(r)  # no new template while paused
+    if await shared.synced_without_new(r):  # no new template while paused
         return
     settings = settings_of(r.deployment)
     missing = await _services_present(r, settings)
@@ -273,13 +297,9 @@ async def rollout(r: Rollout) -> None:
     await _unstamp_active(r, settings)
     if plan.wait is not None:
         r.requeue(plan.wait + RECHECK_SLACK)
+    if plan.hold:
         r.hold_deadline()
-    if r.paused:
-        await r.sync_status(progress=False)
-        return
-    if r.complete:
-        await r.cleanup_history()
-    await r.sync_status()
+    await shared.finish(r)
 
 
 async def _promote(r: Rollout, settings: Settings, plan: Plan) -> None:
@@ -289,6 +309,7 @@ async def _promote(r: Rollout, settings: Settings, plan: Plan) -> None:
     stamp = status_.timestamp_after(plan.scale_down_at)
     for name in plan.stamp:
         await r.annotate(r.by_name(name), {SCALE_DOWN_AT: stamp})
+    await r.annotate_deployment({ACTIVE_SERVICE: settings.active})  # to be let go one day
     await r.switch_service(settings.active, _hash(r.new_rs))
     await r.record(NORMAL, PROMOTED, MSG_PROMOTED.format(svc=settings.active,
                                                          rs=r.new_rs["metadata"]["name"]))
@@ -336,3 +357,14 @@ async def _services_present(r: Rollout, settings: Settings) -> bool:
     missing_for = (r.now - since).total_seconds() if since is not None else 0.0
     r.requeue(min(max(missing_for, 1.0), SERVICE_BACKOFF_MAX))
     return True
+
+
+async def let_go(r: Rollout) -> None:
+    """A Deployment that is no longer BlueGreen: the active Service it last switched selects
+    all its Pods again (``pod-template-hash`` removed from its selector, a compare-and-swap),
+    then the Deployment forgets it."""
+    name = _annotations(r.deployment).get(ACTIVE_SERVICE)
+    if not name or is_blue_green(r.deployment):
+        return
+    await r.unswitch_service(name)
+    await r.annotate_deployment({ACTIVE_SERVICE: None})

@@ -27,12 +27,12 @@ moving by the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..events import NORMAL
-from . import revisions, scaling
+from . import revisions, shared
 from . import status as status_
 from .constants import (
     CANARY_PAUSE_START,
@@ -46,7 +46,6 @@ from .constants import (
     MSG_CANARY_ROLLBACK,
     MSG_CANARY_WEIGHT,
     PAUSED_FOR,
-    POD_TEMPLATE_HASH,
 )
 from .replicas import ReplicaSetView
 from .rollout import RECHECK_SLACK, Obj, Rollout
@@ -107,13 +106,20 @@ def describe(steps: Sequence[Step], index: int) -> str:
     return MSG_CANARY_PAUSE_RESUME.format(n=n, total=total)
 
 
-def stable_of(old: Sequence[ReplicaSetView]) -> str | None:
+def stable_of(old: Sequence[ReplicaSetView],
+              unfinished: Mapping[str, str] | None = None) -> str | None:
     """The ReplicaSet serving as a rollout begins: the old one with the most available
-    replicas (then the most replicas, then the newest); None when no old one has any."""
+    replicas (then the most replicas, then the oldest); None when no old one has any. When
+    that one is itself an unfinished canary (``unfinished``: its name -> the stable one it
+    recorded), the stable one it recorded, if still there."""
     serving = [rs for rs in old if rs.replicas > 0 or rs.pods > 0]
     if not serving:
         return None
-    return max(serving, key=lambda rs: (rs.available, rs.replicas, rs.created)).name
+    leader = min(serving, key=lambda rs: (-rs.available, -rs.replicas, rs.created))
+    recorded = (unfinished or {}).get(leader.name)
+    if recorded and recorded != leader.name and any(rs.name == recorded for rs in old):
+        return recorded
+    return leader.name
 
 
 def holder_of(old: Sequence[ReplicaSetView], stable: str | None) -> str | None:
@@ -210,8 +216,6 @@ class State:
 class Plan:
     """What a pass does: sizes, else at most one of advance, start_pause and pause."""
 
-    #: (new, old) counts the pass aims at.
-    targets: tuple[int, int]
     #: Size of the new ReplicaSet (None: as it is).
     new_size: int | None = None
     old_sizes: list[tuple[str, int]] = field(default_factory=list)
@@ -223,40 +227,63 @@ class Plan:
     pause: bool = False
     #: Look again in this many seconds (a timed pause running).
     wait: float | None = None
+    #: A wait on purpose (a timed pause under way, a Deployment of 0 replicas): the progress
+    #: deadline does not run out meanwhile.
+    hold: bool = False
     #: No step left: the new side takes all replicas.
     done: bool = False
 
 
+def pause_left(s: State) -> float | None:
+    """Seconds left of the timed pause under way at this step (None: none began)."""
+    if s.pause_started is None or s.rollback or s.index >= len(s.steps):
+        return None
+    duration = s.steps[s.index].duration
+    if duration is None:
+        return None
+    return (s.pause_started + timedelta(seconds=duration) - s.now).total_seconds()
+
+
+def targets_of(s: State) -> tuple[int, int]:
+    """(new, old) counts a pass aims at."""
+    if s.index >= len(s.steps) or s.rollback or holder_of(s.old, s.stable) is None:
+        return s.replicas, 0
+    return split(s.replicas, weight_at(s.steps, s.index))
+
+
 def decide(s: State) -> Plan:
-    """The next move of a canary (see the module docstring)."""
+    """The next move of a canary (see the module docstring). A timed pause under way holds
+    the deadline whatever the pods do (a Pod that flaps does not make it late), and a
+    Deployment of 0 replicas only sizes: no step is complete with nothing to run."""
     holder = holder_of(s.old, s.stable)
     done = s.index >= len(s.steps) or s.rollback or holder is None
-    targets = (s.replicas, 0) if done else split(s.replicas, weight_at(s.steps, s.index))
+    targets = targets_of(s)
     new_size, old_sizes = moves(s.new, s.old, holder, targets=targets, replicas=s.replicas)
+    left = pause_left(s)
+    running = left is not None and left > 0
+    wait, hold = (left, True) if running else (None, s.replicas == 0)
     if new_size is not None or old_sizes:
-        return Plan(targets, new_size=new_size, old_sizes=old_sizes, done=done)
-    if done or s.paused or not settled(s.new, s.old, targets):
-        return Plan(targets, done=done)
+        return Plan(new_size=new_size, old_sizes=old_sizes, wait=wait, hold=hold, done=done)
+    if done or s.paused or s.replicas == 0 or not settled(s.new, s.old, targets):
+        return Plan(wait=wait, hold=hold, done=done)
     step = s.steps[s.index]
     if step.weight is not None:
-        return Plan(targets, advance=s.index + 1)
+        return Plan(advance=s.index + 1)
     if step.duration is not None:
         if s.pause_started is None:
-            return Plan(targets, start_pause=True, wait=float(step.duration))
-        left = (s.pause_started + timedelta(seconds=step.duration) - s.now).total_seconds()
-        if left > 0:
-            return Plan(targets, wait=left)
-        return Plan(targets, advance=s.index + 1)
+            return Plan(start_pause=True, wait=float(step.duration), hold=True)
+        if running:
+            return Plan(wait=wait, hold=True)
+        return Plan(advance=s.index + 1)
     if s.resumed:
-        return Plan(targets, advance=s.index + 1)
-    return Plan(targets, pause=True)
+        return Plan(advance=s.index + 1)
+    return Plan(pause=True)
 
 
 # ---------------------------------------------------------------- the I/O shell
 
 
-def _annotations(obj: Obj | None) -> dict[str, str]:
-    return ((obj or {}).get("metadata") or {}).get("annotations") or {}
+_annotations = shared.annotations
 
 
 def _current(rs: Obj) -> bool:
@@ -272,11 +299,11 @@ def _index(rs: Obj) -> int:
         return 0
 
 
-def paused_key(rs: Obj, index: int) -> str:
-    """What a pause at step ``index`` of ``rs`` is recorded as: its hash, revision and the
-    step (a rollback gives it a new revision, so an old record never skips a later pause)."""
-    pod_hash = ((rs.get("metadata") or {}).get("labels") or {}).get(POD_TEMPLATE_HASH, "")
-    return f"{pod_hash}/{revisions.revision_of(rs)}/{index}"
+def _unfinished(r: Rollout, steps: Sequence[Step]) -> dict[str, str]:
+    """Old ReplicaSets whose canary did not finish (current bookkeeping, a step left): name ->
+    the stable one each recorded."""
+    return {rs["metadata"]["name"]: _annotations(rs).get(CANARY_STABLE) or ""
+            for rs in r.old_rss if _current(rs) and _index(rs) < len(steps)}
 
 
 def read_state(r: Rollout) -> State:
@@ -291,14 +318,15 @@ def read_state(r: Rollout) -> State:
             and (r.view(rs).replicas or r.view(rs).pods) for rs in r.old_rss)
         return State(steps=steps, replicas=r.replicas,
                      new=r.view(new) if new is not None else ReplicaSetView("", 0),
-                     old=old, index=len(steps) if rollback else 0, stable=stable_of(old),
+                     old=old, index=len(steps) if rollback else 0,
+                     stable=stable_of(old, _unfinished(r, steps)),
                      now=r.now, rollback=rollback, paused=r.paused)
     annotations = _annotations(new)
     index = _index(new)
     return State(steps=steps, replicas=r.replicas, new=r.view(new), old=old, index=index,
                  stable=annotations.get(CANARY_STABLE) or None, now=r.now, paused=r.paused,
                  resumed=not r.paused and _annotations(r.deployment).get(PAUSED_FOR) ==
-                 paused_key(new, index),
+                 shared.paused_key(new, index),
                  pause_started=status_.parse_time(annotations.get(CANARY_PAUSE_START)))
 
 
@@ -308,10 +336,8 @@ def _bookkeeping(state: State, revision: int) -> dict[str, str | None]:
             CANARY_STABLE: state.stable or "", CANARY_PAUSE_START: None}
 
 
-
 async def rollout(r: Rollout) -> None:
-    if r.new_rs is None and r.paused:
-        await scaling.sync(r)  # no new template while paused
+    if await shared.synced_without_new(r):  # no new template while paused
         return
     state = read_state(r)
     plan = decide(state)
@@ -319,19 +345,16 @@ async def rollout(r: Rollout) -> None:
         await _create(r, state, plan)
     else:
         await _carry_out(r, state, plan)
-    if r.paused:
-        await r.sync_status(progress=False)
-        return
-    if r.complete:
-        await r.cleanup_history()
-    await r.sync_status()
+    if plan.hold:
+        r.hold_deadline()
+    await shared.finish(r)
 
 
 async def _create(r: Rollout, state: State, plan: Plan) -> None:
     """The new ReplicaSet at step 0's size (all replicas when there is no old side), its
     bookkeeping on it from the start."""
-    revision = revisions.max_revision(r.old_rss) + 1  # what ensure_new_replica_set gives it
-    annotations = {k: v for k, v in _bookkeeping(state, revision).items() if v is not None}
+    annotations = {k: v for k, v in _bookkeeping(state, r.next_revision).items()
+                   if v is not None}
     await r.ensure_new_replica_set(replicas=plan.new_size or 0, annotations=annotations)
     for name, size in plan.old_sizes:
         await r.scale(r.by_name(name), size)
@@ -370,12 +393,11 @@ async def _carry_out(r: Rollout, state: State, plan: Plan) -> None:
         began = status_.parse_time(start)
         assert began is not None
         r.requeue((began - r.now).total_seconds() + plan.wait + RECHECK_SLACK)
-        r.hold_deadline()
+        r.note_progress()  # the wait begins: the deadline counts from here after it
     elif plan.pause:
-        await r.pause({PAUSED_FOR: paused_key(new, state.index)})
+        await r.pause({PAUSED_FOR: shared.paused_key(new, state.index)})
     elif plan.wait is not None:
         r.requeue(plan.wait + RECHECK_SLACK)
-        r.hold_deadline()
 
 
 async def _scaled(r: Rollout, rs: Obj, size: int) -> Obj:

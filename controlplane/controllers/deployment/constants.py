@@ -38,6 +38,9 @@ PAUSED_FOR = "deployment.corral.dev/paused-for"
 #: Corral, on an old BlueGreen ReplicaSet: when it goes to 0 (RFC 3339, whole seconds rounded
 #: up), stamped as the active Service leaves it.
 SCALE_DOWN_AT = "deployment.corral.dev/scale-down-at"
+#: Corral, on a Deployment: the active Service its BlueGreen strategy last switched (let go,
+#: its ``pod-template-hash`` removed, once the Deployment is no longer BlueGreen).
+ACTIVE_SERVICE = "deployment.corral.dev/active-service"
 #: Corral, on a Canary's new ReplicaSet: the index of the step it is at (0-based; the number of
 #: steps once they are done).
 CANARY_STEP = "deployment.corral.dev/canary-step"

@@ -7,7 +7,8 @@ ReplicaSet's uid) and Services. Handlers only enqueue Deployment keys: a Deploym
 ReplicaSet's owner (or, for an orphan, every Deployment of its namespace that selects it); a
 pod's ReplicaSet's owner; the Deployments that name a Service.
 
-``reconcile(key)``: a Deployment gone or being deleted is left alone; until the informers show
+``reconcile(key)``: a Deployment gone is forgotten; one being deleted has its ReplicaSets
+claimed and its status synced, nothing else (Kubernetes' syncStatusOnly); until the informers show
 this controller's own last writes (``Expectations``), it waits, so a slow watch never makes it
 act twice on one state. Then it claims ReplicaSets (adopts matching orphans, releases owned
 ones that stopped matching: ownerReference patches carrying the resourceVersion), builds a
@@ -64,7 +65,7 @@ from .constants import (
 from .revisions import find_new, find_old, owner_reference
 from .rollout import RECHECK_SLACK, Rollout, Superseded
 from .scaling import is_scaling_event, sync
-from .strategies import SCALES_ITSELF, STRATEGIES, named_services, service_keys
+from .strategies import SCALES_ITSELF, STRATEGIES, let_go, named_services, service_keys
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +232,6 @@ class DeploymentController:
         if d is None:
             self.expectations.forget(key)
             return
-        if d["metadata"].get("deletionTimestamp"):
-            return
         wait = self.expectations.waiting(key)
         if wait is not None:
             raise Requeue(wait)  # the informer's news of our write comes first, normally
@@ -259,6 +258,10 @@ class DeploymentController:
                                                                      rs["metadata"]["uid"])
                           for rs in sets},
                     io=io, now=self._clock(), services=self._named_services(d))
+        if d["metadata"].get("deletionTimestamp"):
+            # Kubernetes' syncStatusOnly: claimed, the status synced; nothing scaled or made
+            await r.sync_status(progress=False)
+            return
         strategy = STRATEGIES.get(r.strategy_type)
         if strategy is None:
             await self._unknown_strategy(r)
@@ -268,6 +271,7 @@ class DeploymentController:
         if paused is not None:
             r.deployment = await io.write_status(r.deployment, paused)
         await r.sync_revision()
+        await let_go(r)
         if (r.paused or is_scaling_event(r)) and r.strategy_type not in SCALES_ITSELF:
             await sync(r)
         else:

@@ -199,6 +199,11 @@ class Rollout:
             desired_annotation=revisions.annotation_int(rs, DESIRED_REPLICAS),
             max_annotation=revisions.annotation_int(rs, MAX_REPLICAS))
 
+    @property
+    def next_revision(self) -> int:
+        """The revision a new ReplicaSet (or one rolled back to) gets: one past the old ones'."""
+        return revisions.max_revision(self.old_rss) + 1
+
     def service(self, name: str) -> Obj | None:
         """A Service the strategy names, as cached (never mutate it); None when missing."""
         return self.services.get(name)
@@ -263,7 +268,7 @@ class Rollout:
         new = self.new_rs
         if new is None:
             return
-        revision = revisions.max_revision(self.old_rss) + 1
+        revision = self.next_revision
         annotations = revisions.new_rs_annotations(
             self.deployment, (new.get("metadata") or {}).get("annotations"), revision,
             exists=True)
@@ -290,8 +295,9 @@ class Rollout:
         RollingUpdate or Recreate allows now; 0 for other strategies) and the strategy's
         ``annotations`` beside its own (an existing one is returned as it is), so that a
         second create of the same template, by a racing pass or another leader, is refused;
-        and only after a compare-and-swap on the Deployment (the revision annotation)
-        confirmed this pass reads it as it is. A refused create whose ReplicaSet is ours with
+        and only after a compare-and-swap on the Deployment (a patch changing nothing but
+        carrying its resourceVersion) confirmed this pass reads it as it is; the Deployment's
+        revision annotation follows once the ReplicaSet exists (never a revision ahead of it). A refused create whose ReplicaSet is ours with
         this template is that ReplicaSet; any other is a hash collision: status.collisionCount
         goes up (a new name next pass) and the pass ends.
         """
@@ -300,7 +306,7 @@ class Rollout:
         d = self.deployment
         collisions = (d.get("status") or {}).get("collisionCount")
         pod_hash = revisions.template_hash(self.spec.get("template"), collisions)
-        revision = revisions.max_revision(self.old_rss) + 1
+        revision = self.next_revision
         if replicas is None:
             replicas = 0
             if self.strategy_type in (ROLLING_UPDATE, RECREATE):
@@ -314,10 +320,9 @@ class Rollout:
             rs["metadata"]["annotations"] = {**rs["metadata"]["annotations"], **annotations}
         name = rs["metadata"]["name"]
         # A create carries no resourceVersion. So first a compare-and-swap on the Deployment
-        # (recording the revision to come; a check alone when it is recorded already): a pass
-        # on a stale Deployment, a deposed leader's late one, stops here instead of creating.
-        self.deployment = await self.io.patch_deployment(
-            d, {"metadata": {"annotations": {REVISION: str(revision)}}})
+        # (a check alone: no field changes): a pass on a stale Deployment, a deposed leader's
+        # late one, stops here instead of creating.
+        self.deployment = await self.io.patch_deployment(d, {"metadata": {}})
         try:
             created = await self.io.create_replica_set(self.deployment, rs)
             existed = False
@@ -328,6 +333,8 @@ class Rollout:
             await self._failed_create(name, exc)
             raise
         self.new_rs = created
+        await self._set_deployment_revision(
+            ((created.get("metadata") or {}).get("annotations") or {}).get(REVISION, ""))
         if not existed and replicas > 0:
             await self.record(NORMAL, SCALING_REPLICA_SET,
                               MSG_SCALED_UP_NEW.format(rs=name, to=replicas))
@@ -430,6 +437,27 @@ class Rollout:
         self.services[name] = await self.io.patch_service(
             self.deployment, svc, {"spec": {"selector": {POD_TEMPLATE_HASH: pod_template_hash}}})
         return True
+
+    async def unswitch_service(self, name: str) -> bool:
+        """Remove ``pod-template-hash`` from the selector of the Service ``name`` (as cached;
+        True when it changed): a Service a strategy no longer manages selects every Pod of
+        the Deployment again."""
+        svc = self.services.get(name)
+        if svc is None or POD_TEMPLATE_HASH not in ((svc.get("spec") or {}).get("selector")
+                                                    or {}):
+            return False
+        self.services[name] = await self.io.patch_service(
+            self.deployment, svc, {"spec": {"selector": {POD_TEMPLATE_HASH: None}}})
+        return True
+
+    async def annotate_deployment(self, annotations: dict[str, str | None]) -> None:
+        """Set (None: remove) annotations of the Deployment, a strategy's own bookkeeping; no
+        write when they are so already."""
+        current = (self.deployment.get("metadata") or {}).get("annotations") or {}
+        if all(current.get(k) == v for k, v in annotations.items()):
+            return
+        self.deployment = await self.io.patch_deployment(
+            self.deployment, {"metadata": {"annotations": annotations}})
 
     async def cleanup_history(self) -> None:
         """Delete the old ReplicaSets beyond revisionHistoryLimit (only empty ones, lowest

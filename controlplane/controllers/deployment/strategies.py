@@ -7,14 +7,16 @@ which records a Warning Event once per generation and an Unknown Progressing con
 ``SCALES_ITSELF``: the strategies the controller also hands a paused or resized Deployment
 (they check ``r.paused`` and size their sides by their own rules); the others then go through
 ``scaling.sync``, whose proportional scaling is RollingUpdate's. ``named_services``: the
-Services a Deployment's strategy reads and writes, which the controller watches for it.
+Services a Deployment's strategy reads and writes, which the controller watches for it
+(with the one a former BlueGreen Deployment still holds); ``let_go``: what the controller runs
+each pass before the strategy, undoing what a strategy left behind.
 """
 
 from __future__ import annotations
 
 from . import bluegreen, canary, recreate, rolling
 from .constants import BLUE_GREEN, CANARY, RECREATE, ROLLING_UPDATE
-from .rollout import Obj, Strategy
+from .rollout import Obj, Rollout, Strategy
 
 STRATEGIES: dict[str, Strategy] = {
     ROLLING_UPDATE: rolling.rollout,
@@ -29,6 +31,12 @@ SCALES_ITSELF = frozenset({BLUE_GREEN, CANARY})
 def named_services(deployment: Obj) -> list[str]:
     """Names (in the Deployment's namespace) of the Services its strategy names."""
     return bluegreen.service_names(deployment)
+
+
+async def let_go(r: Rollout) -> None:
+    """Undo what a strategy the Deployment left behind still holds: the active Service a
+    former BlueGreen Deployment switched selects all its Pods again."""
+    await bluegreen.let_go(r)
 
 
 def service_keys(deployment: Obj) -> list[str]:
