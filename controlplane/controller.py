@@ -41,6 +41,7 @@ from .auth.pki import ClusterPKI, PKIError, write_atomic
 from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
 from .controllers.deployment import DeploymentController
+from .controllers.eventttl import EVENT_TTL_SECONDS, EventTTLController
 from .controllers.garbagecollector import GarbageCollector
 from .controllers.leaderelection import LeaseElector
 from .controllers.manager import ControllerManager, Loop
@@ -86,6 +87,8 @@ class ControllerConfig:
     node_monitor_grace_period: float = NODE_MONITOR_GRACE_SECONDS
     #: How long pods without a matching toleration stay on such a node before eviction.
     default_unreachable_toleration_seconds: float = EVICTION_TIMEOUT_SECONDS
+    #: Events last seen longer ago than this are deleted.
+    event_ttl: float = EVENT_TTL_SECONDS
 
 
 class Controller:
@@ -182,6 +185,7 @@ def leader_loops(client: ApiClient, config: ControllerConfig) -> list[Loop]:
              lambda: ServiceAccountController(client, informers=informers).run()),
         Loop("garbage-collector", lambda: GarbageCollector(client, informers=informers).run()),
         Loop("namespace", lambda: NamespaceController(client, informers=informers).run()),
+        Loop("event-ttl", lambda: EventTTLController(client, ttl=config.event_ttl).run()),
     ]
 
 
@@ -238,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=EVICTION_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="how long pods stay on a NotReady node unless they tolerate it longer "
                    "or shorter (default %(default)s)")
+    p.add_argument("--event-ttl", type=_positive_seconds, default=EVENT_TTL_SECONDS,
+                   metavar="SECONDS", help="how long Events are kept after they last happened "
+                   "(default %(default)s)")
     return p
 
 
@@ -271,6 +278,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         node_cidr_mask_size=args.node_cidr_mask_size,
         node_monitor_grace_period=args.node_monitor_grace_period,
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+        event_ttl=args.event_ttl,
     )
 
 
