@@ -9,6 +9,8 @@ USAGE = """usage: corral <command> [args]
 commands:
   controller     run one controller: store member + Kubernetes API (corral controller --help)
   store serve    run one member of the replicated store (see: corral store serve --help)
+  image build-base
+                 build the local base image corral/base:latest from busybox-static
 """
 
 
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from raftstore.member import main as serve
 
         return serve(args[2:])
+    if args[:2] == ["image", "build-base"]:
+        from nodeagent.images import main as build_base
+
+        return build_base(args[2:])
     if args in ([], ["-h"], ["--help"]):
         sys.stdout.write(USAGE)
         return 0
