@@ -20,6 +20,8 @@ ALLOWED = {
     "controlplane": ("raftstore",),
     "nodeagent": ("overlay", "controlplane.client"),
 }
+#: The composition root: the ``corral`` command dispatches to every package's entry point.
+EXEMPT = {"controlplane/cli.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -37,6 +39,8 @@ def _imports(path: Path) -> set[str]:
 def test_package_imports_only_what_the_design_allows(package: str) -> None:
     wrong = []
     for path in sorted((ROOT / package).rglob("*.py")):
+        if path.relative_to(ROOT).as_posix() in EXEMPT:
+            continue
         for module in _imports(path):
             top = module.split(".")[0]
             if top not in PACKAGES or top == package:
