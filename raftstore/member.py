@@ -42,8 +42,8 @@ def add_raft_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
                    default=FsyncPolicy.ALWAYS.value,
                    help="when the Raft journal reaches the disk (see docs/raftstore.md)")
     p.add_argument("--heartbeat", type=float, default=0.1, help="seconds (default %(default)s)")
-    p.add_argument("--election-timeout", type=float, nargs=2, default=(0.5, 1.0),
-                   metavar=("MIN", "MAX"), help="seconds (default 0.5 1.0)")
+    p.add_argument("--election-timeout", type=float, nargs=2, default=(1.0, 2.0),
+                   metavar=("MIN", "MAX"), help="seconds (default 1.0 2.0, as etcd)")
     p.add_argument("--log-level", default="WARNING")
 
 

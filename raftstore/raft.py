@@ -74,7 +74,7 @@ class RaftConfig:
     secret: str = field(repr=False)
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
     heartbeat: float = 0.1  # pysyncobj appendEntriesPeriod
-    election_timeout: tuple[float, float] = (0.5, 1.0)
+    election_timeout: tuple[float, float] = (1.0, 2.0)  # etcd: 1 s, randomized up to 2x
     request_timeout: float = 10.0
     history_limit: int = DEFAULT_HISTORY_LIMIT
     compaction_min_entries: int = 5000  # journal entries between snapshots (pysyncobj default)
