@@ -295,3 +295,25 @@ async def test_a_deployment_no_longer_blue_green_lets_the_active_service_go() ->
     assert "deployment.corral.dev/active-service" not in \
         io.objects["web"]["metadata"]["annotations"]
     assert bluegreen.service_names(io.objects["web"]) == []
+
+
+async def test_a_new_active_service_lets_the_old_one_go() -> None:
+    io, d, old, new = blue_green_pair([web_service({"app": "web", "pod-template-hash": "v1"})])
+    r = rollout(d, [old], io, new=new,
+                pod_map={old["metadata"]["uid"]: pods(old, 3), new["metadata"]["uid"]:
+                         pods(new, 3)})
+    r.services = dict(io.services)
+    await bluegreen.rollout(r)  # promoted: "web" remembered
+    renamed = copy.deepcopy(io.objects["web"])
+    renamed["spec"]["strategy"]["blueGreen"]["activeService"] = "web-live"
+    io.objects["web"] = renamed
+    assert bluegreen.service_names(renamed)[-1] == "web"  # still watched, to be let go
+    r = rollout(renamed, [old], io, new=io.objects["web-v2"])
+    r.services = dict(io.services)
+    await strategies.let_go(r)
+    assert io.services["web"]["spec"]["selector"] == {"app": "web"}
+    assert "deployment.corral.dev/active-service" not in \
+        io.objects["web"]["metadata"]["annotations"]
+    unchanged = copy.deepcopy(io.objects["web"])
+    await strategies.let_go(rollout(unchanged, [old], io, new=io.objects["web-v2"]))
+    assert io.objects["web"] == unchanged  # nothing remembered: nothing to do

@@ -90,13 +90,14 @@ def is_blue_green(deployment: Obj) -> bool:
 
 
 def service_names(deployment: Obj) -> list[str]:
-    """The Services a BlueGreen Deployment names (active, then preview); for another, the
-    active Service it last switched as BlueGreen (to be let go), if any."""
+    """The Services a BlueGreen Deployment names (active, then preview), and the active
+    Service it last switched if that is no longer its active one (to be let go)."""
+    remembered = shared.annotations(deployment).get(ACTIVE_SERVICE)
     if not is_blue_green(deployment):
-        remembered = shared.annotations(deployment).get(ACTIVE_SERVICE)
         return [remembered] if remembered else []
     settings = settings_of(deployment)
-    return [name for name in (settings.active, settings.preview) if name]
+    names = [name for name in (settings.active, settings.preview) if name]
+    return names + [remembered] if remembered and remembered not in names else names
 
 
 def service_keys(deployment: Obj) -> list[str]:
@@ -360,11 +361,11 @@ async def _services_present(r: Rollout, settings: Settings) -> bool:
 
 
 async def let_go(r: Rollout) -> None:
-    """A Deployment that is no longer BlueGreen: the active Service it last switched selects
-    all its Pods again (``pod-template-hash`` removed from its selector, a compare-and-swap),
-    then the Deployment forgets it."""
+    """A Deployment that is no longer BlueGreen, or whose activeService changed: the active
+    Service it last switched selects all its Pods again (``pod-template-hash`` removed from its
+    selector, a compare-and-swap), then the Deployment forgets it."""
     name = _annotations(r.deployment).get(ACTIVE_SERVICE)
-    if not name or is_blue_green(r.deployment):
+    if not name or is_blue_green(r.deployment) and name == settings_of(r.deployment).active:
         return
     await r.unswitch_service(name)
     await r.annotate_deployment({ACTIVE_SERVICE: None})
