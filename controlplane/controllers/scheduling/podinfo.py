@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.api.selectors import DOUBLE_EQUALS, EQUALS, IN, LabelSelector
-from controlplane.api.validation import parse_quantity
+from controlplane.client.quantity import parse_quantity
 
 from .constants import (
     DEFAULT_BIND_ALL_HOST_IP,
