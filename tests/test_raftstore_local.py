@@ -43,6 +43,15 @@ async def wait_leader(*stores: RaftStore, timeout: float = 10.0) -> RaftStore:
     raise AssertionError("no leader elected")
 
 
+async def _snapshot_written(data_dir: Path, timeout: float = 15.0) -> None:
+    """Wait for a snapshot on disk: a child process writes it, and closing the member
+    abandons one still being written (the journal keeps every entry meanwhile)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (data_dir / DUMP_FILE).exists() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def test_restart_keeps_every_acknowledged_write(tmp_path: Path) -> None:
     cfg = config(tmp_path, compaction_min_entries=50)
     store = await RaftStore.open(cfg)
@@ -50,6 +59,7 @@ async def test_restart_keeps_every_acknowledged_write(tmp_path: Path) -> None:
     revisions = [await store.put(f"k/{i}", b"v%d" % i) for i in range(200)]
     await store.delete("k/3")
     before = store.digest()
+    await _snapshot_written(tmp_path)
     await store.close()
     assert (tmp_path / DUMP_FILE).exists(), "200 entries should have produced a snapshot"
 
@@ -64,12 +74,17 @@ async def test_restart_keeps_every_acknowledged_write(tmp_path: Path) -> None:
         await again.close()
 
 
-async def _filled_member(tmp_path: Path, *, writes: int = 20, **kw: object) -> RaftConfig:
+async def _filled_member(tmp_path: Path, *, writes: int = 20, snapshot: bool = False,
+                         **kw: object) -> RaftConfig:
+    """A closed member with ``writes`` entries; with ``snapshot``, once its snapshot (written
+    by a child process after enough entries) is on disk: close abandons one in progress."""
     cfg = config(tmp_path, **kw)
     store = await RaftStore.open(cfg)
     await wait_leader(store)
     for i in range(writes):
         await store.put(f"k/{i}", b"x" * 64)
+    if snapshot:
+        await _snapshot_written(tmp_path)
     await store.close()
     return cfg
 
@@ -110,7 +125,7 @@ async def test_damaged_journal_is_refused_with_the_file_named(tmp_path: Path, da
 
 
 async def test_damaged_dump_and_meta_are_refused(tmp_path: Path) -> None:
-    cfg = await _filled_member(tmp_path, writes=120, compaction_min_entries=50)
+    cfg = await _filled_member(tmp_path, writes=120, snapshot=True, compaction_min_entries=50)
     dump = tmp_path / DUMP_FILE
     assert dump.exists()
     good = dump.read_bytes()
