@@ -6,26 +6,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any
 
 import pytest
 
-from nodeagent.podsync import (
-    CREATE_CONTAINER_ERROR,
-    ERR_IMAGE_NEVER_PULL,
-    ERR_IMAGE_PULL,
-    BackOffs,
-    Observed,
-    PullAction,
-    compute_pod_actions,
-    container_config,
-    group_by_pod,
-    image_pull_action,
-    never_pull_message,
-    pod_status,
-    sandbox_config,
-    strays,
-)
 from nodeagent.runtime.base import (
     LABEL_MANAGED,
     LABEL_POD_UID,
@@ -38,10 +21,11 @@ from nodeagent.runtime.base import (
     SandboxConfig,
     SandboxState,
 )
+from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.fake import FakeRuntime
 
 T0 = 1_700_000_000.0
-IMAGE = "corral/base:1"
+from runtimekit import IMAGE, MiniAgent, lifecycle_contract, make_pod, state, statuses
 
 
 class Clock:
@@ -52,12 +36,13 @@ class Clock:
         return self.now
 
 
-def test_fake_implements_every_method_of_the_protocol_with_its_signature() -> None:
+@pytest.mark.parametrize("cls", [FakeRuntime, DockerRuntime])
+def test_runtime_implements_every_method_of_the_protocol_with_its_signature(cls: type) -> None:
     names = [n for n, _ in inspect.getmembers(Runtime, inspect.isfunction)
              if not n.startswith("_")]
     assert len(names) == 11
     for name in names:
-        fake = getattr(FakeRuntime, name)
+        fake = getattr(cls, name)
         assert inspect.iscoroutinefunction(fake), name
         assert inspect.signature(fake) == inspect.signature(getattr(Runtime, name)), name
 
@@ -94,6 +79,10 @@ async def test_sandbox_and_container_lifecycle() -> None:
         await rt.remove_container(cid)
 
 
+async def test_fake_keeps_the_lifecycle_contract() -> None:
+    await lifecycle_contract(FakeRuntime(Clock(), images={IMAGE}), IMAGE, {"corral.dev/t": "1"})
+
+
 async def test_knobs_programmed_and_on_demand_exits_images_and_create_failures() -> None:
     clock = Clock()
     rt = FakeRuntime(clock)
@@ -127,85 +116,6 @@ async def test_knobs_programmed_and_on_demand_exits_images_and_create_failures()
 
 
 # The agent's loop, in a few lines
-
-class MiniAgent:
-    """List, group by pod, compute actions, carry them out, report status; remove strays.
-    What the real agent will do around a DockerRuntime, minus the API and the event loop."""
-
-    def __init__(self, rt: FakeRuntime, clock: Clock) -> None:
-        self.rt, self.clock = rt, clock
-        self.backoff: dict[str, BackOffs] = {}
-        self.created: list[str] = []
-
-    async def observe(self) -> dict[str, Observed]:
-        return group_by_pod(await self.rt.list_sandboxes(), await self.rt.list_containers())
-
-    async def sync(self, *pods: dict[str, Any]) -> None:
-        now = self.clock()
-        boxes, ctrs = await self.rt.list_sandboxes(), await self.rt.list_containers()
-        stray_boxes, stray_ctrs = strays([p["metadata"]["uid"] for p in pods], boxes, ctrs)
-        for cid in stray_ctrs:
-            await self.rt.remove_container(cid)
-        for sid in stray_boxes:
-            await self.rt.remove_sandbox(sid)
-        for pod in pods:
-            uid = pod["metadata"]["uid"]
-            observed = (await self.observe()).get(uid, Observed())
-            actions = compute_pod_actions(pod, observed, now, backoff=self.backoff.get(uid))
-            self.backoff[uid] = actions.backoff
-            waiting = dict(actions.waiting)
-            if actions.kill_pod:
-                for box in observed.sandboxes:
-                    await self.rt.stop_sandbox(box.id)
-            for kill in actions.to_kill:
-                await self.rt.stop_container(kill.id, timeout=30)
-            sandbox_id = actions.sandbox_id
-            if actions.create_sandbox:
-                sandbox_id = await self.rt.run_sandbox(sandbox_config(pod, actions.attempt))
-            for start in [actions.next_init] if actions.next_init else actions.to_start:
-                assert start is not None and sandbox_id is not None
-                config = container_config(pod, start)
-                spec = next(c for c in pod["spec"].get("initContainers", [])
-                            + pod["spec"]["containers"] if c["name"] == start.name)
-                pull = image_pull_action(spec, await self.rt.image_present(config.image))
-                if pull is PullAction.NEVER_PULL_MISSING:
-                    waiting[start.name] = (ERR_IMAGE_NEVER_PULL, never_pull_message(config.image))
-                    continue
-                try:
-                    if pull is PullAction.PULL:
-                        await self.rt.pull_image(config.image)
-                    cid = await self.rt.create_container(sandbox_id, config)
-                except ImagePullError as e:
-                    waiting[start.name] = (ERR_IMAGE_PULL, str(e))
-                    continue
-                except CreateContainerError as e:
-                    waiting[start.name] = (CREATE_CONTAINER_ERROR, str(e))
-                    continue
-                await self.rt.start_container(cid)
-                self.created.append(cid)
-            observed = (await self.observe()).get(uid, Observed())
-            pod["status"] = pod_status(pod, observed, now, host_ip="198.18.0.2",
-                                       waiting=waiting)
-
-
-def make_pod(uid: str, policy: str, containers: list[str], inits: tuple[str, ...] = ()
-             ) -> dict[str, Any]:
-    return {"metadata": {"name": f"pod-{uid}", "namespace": "default", "uid": uid},
-            "spec": {"nodeName": "n1", "restartPolicy": policy,
-                     "initContainers": [{"name": n, "image": IMAGE} for n in inits],
-                     "containers": [{"name": n, "image": IMAGE} for n in containers]}}
-
-
-def statuses(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["name"]: s for s in pod["status"].get("initContainerStatuses", [])
-            + pod["status"]["containerStatuses"]}
-
-
-def state(pod: dict[str, Any], name: str) -> str:
-    s = statuses(pod)[name]["state"]
-    [(kind, detail)] = s.items()
-    return f"{kind}:{detail.get('reason', '')}"
-
 
 async def test_pod_life_init_crash_backoff_restart_adoption_and_spec_change() -> None:
     clock = Clock()

@@ -1,0 +1,305 @@
+"""DockerRuntime: the Runtime on the Docker engine, through the docker SDK.
+
+The SDK blocks, so every engine call runs in a worker thread (``asyncio.to_thread``) through
+``_call``, which is also where engine errors become the Runtime's: ``docker.errors.NotFound``
+-> ``NotFound``, any other engine or transport error -> ``RuntimeFailure`` (or the subclass the
+caller names: ``CreateContainerError``, ``ImagePullError``) with a one-line message.
+
+In the order the code appears:
+
+1. Sandboxes. A sandbox is a pause-style container from ``sandbox_image`` that owns the pod's
+   network namespace (``network_mode``; the bridge/overlay plugin will replace this), its
+   shareable IPC namespace, hostname, DNS and published host ports. Its process is busybox
+   ``sh`` running ``PAUSE_SCRIPT``: it sleeps forever and exits 0 at once on SIGTERM. (``sleep``
+   as PID 1 would ignore SIGTERM, since PID 1 gets no default signal actions; ``init=True``
+   would fix that but depends on the engine's docker-init; the trap needs only the image's sh.)
+2. Containers join the sandbox's network and IPC namespaces (``container:<sandbox id>``); the
+   PID namespace is their own, as a pod's is by default (shareProcessNamespace: false).
+   Kubernetes ``command`` replaces ENTRYPOINT and ``args`` replace CMD; Docker drops the image's
+   CMD when ENTRYPOINT is given, as Kubernetes does.
+3. Listing. Docker label filters do the selection server-side; every object carries
+   ``LABEL_MANAGED`` and a runtime-private type label (sandbox or container, as dockershim's
+   ``io.kubernetes.docker.type``), containers also their sandbox's id. The private labels are
+   not shown in the statuses' ``labels``. Docker's State becomes a ``ContainerStatus``;
+   timestamps are RFC 3339 with nanoseconds, and Docker's zero time means none.
+4. Images: presence by inspection, pulls streamed with errors read from the stream.
+
+Times are Docker's (its clock); ``clock`` is used only when Docker gives no creation time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from nodeagent.runtime.base import (
+    LABEL_CONTAINER_NAME,
+    LABEL_MANAGED,
+    LABEL_POD_UID,
+    ContainerConfig,
+    ContainerState,
+    ContainerStatus,
+    CreateContainerError,
+    ImagePullError,
+    NotFound,
+    RuntimeFailure,
+    SandboxConfig,
+    SandboxState,
+    SandboxStatus,
+)
+
+#: Runtime-private labels: which kind of object, and a container's sandbox.
+LABEL_DOCKER_TYPE = "corral.dev/docker-type"
+LABEL_SANDBOX_ID = "corral.dev/sandbox-id"
+TYPE_SANDBOX = "sandbox"
+TYPE_CONTAINER = "container"
+PRIVATE_LABELS = (LABEL_DOCKER_TYPE, LABEL_SANDBOX_ID)
+
+#: The sandbox's process: sleep forever, exit 0 at once on SIGTERM/SIGINT.
+PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+#: Seconds the sandbox gets between SIGTERM and SIGKILL on stop (it exits on SIGTERM).
+SANDBOX_STOP_TIMEOUT_S = 2
+#: Containers still running when their sandbox stops are killed at once (CRI: forced).
+SANDBOX_CONTAINER_STOP_TIMEOUT_S = 0
+#: Docker's "never": zero time.
+ZERO_TIME_PREFIX = "0001-01-01"
+
+#: Docker State.Status -> ContainerState.
+STATES = {"created": ContainerState.CREATED, "running": ContainerState.RUNNING,
+          "paused": ContainerState.RUNNING, "restarting": ContainerState.RUNNING,
+          "removing": ContainerState.EXITED, "exited": ContainerState.EXITED,
+          "dead": ContainerState.EXITED}
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+_T = TypeVar("_T")
+
+
+def _one_line(error: BaseException) -> str:
+    text = getattr(error, "explanation", None) or str(error)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+def parse_time(value: str | None) -> float | None:
+    """Seconds since the epoch of Docker's RFC 3339 (nanosecond) time; None for zero/none."""
+    if not value or value.startswith(ZERO_TIME_PREFIX):
+        return None
+    match = _RFC3339.match(value)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    tz = "+00:00" if zone == "Z" else zone
+    seconds = datetime.fromisoformat(whole + tz).timestamp()
+    return seconds + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def exit_reason(state: Mapping[str, Any]) -> str:
+    """The kubelet's word for an exit: OOMKilled, Completed or Error."""
+    if state.get("OOMKilled"):
+        return "OOMKilled"
+    return "Completed" if state.get("ExitCode") == 0 else "Error"
+
+
+def _label_filters(kind: str, labels: Mapping[str, str] | None) -> dict[str, list[str]]:
+    wanted = {LABEL_MANAGED: "true", LABEL_DOCKER_TYPE: kind, **(labels or {})}
+    return {"label": [f"{k}={v}" for k, v in wanted.items()]}
+
+
+def _public(labels: Mapping[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (labels or {}).items() if k not in PRIVATE_LABELS}
+
+
+def _ip(attrs: Mapping[str, Any]) -> str | None:
+    settings = attrs.get("NetworkSettings") or {}
+    for network in (settings.get("Networks") or {}).values():
+        if network and network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return settings.get("IPAddress") or None
+
+
+class DockerRuntime:
+    """The ``Runtime`` on a Docker engine. ``client`` is a ``docker.DockerClient``."""
+
+    def __init__(self, client: docker.DockerClient, *, sandbox_image: str = "corral/base:latest",
+                 network_mode: str = "bridge", clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.api = client.api
+        self.sandbox_image = sandbox_image
+        self.network_mode = network_mode
+        self.clock = clock
+
+    async def _call(self, fn: Callable[..., _T], *args: Any,
+                    failure: type[RuntimeFailure] = RuntimeFailure, **kwargs: Any) -> _T:
+        """``fn(*args, **kwargs)`` in a thread, engine errors mapped to the Runtime's."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except docker.errors.NotFound as e:
+            raise NotFound(_one_line(e)) from None
+        except (docker.errors.DockerException, requests.RequestException) as e:
+            raise failure(_one_line(e)) from None
+
+    # sandboxes
+
+    async def run_sandbox(self, config: SandboxConfig) -> str:
+        container = await self._call(self._create_sandbox, config)
+        try:
+            await self._call(self.api.start, container.id)
+        except RuntimeFailure:
+            await self._call(self.api.remove_container, container.id, force=True)
+            raise
+        return str(container.id)
+
+    def _create_sandbox(self, config: SandboxConfig) -> Any:
+        dns = config.dns
+        ports = {f"{p.container_port}/{p.protocol.lower()}":
+                 (p.host_ip, p.host_port) if p.host_ip else p.host_port
+                 for p in config.port_mappings if p.host_port}
+        return self.client.containers.create(
+            self.sandbox_image, entrypoint=["sh", "-c", PAUSE_SCRIPT],
+            hostname=config.hostname, network_mode=self.network_mode, ipc_mode="shareable",
+            ports=ports or None,
+            dns=list(dns.servers) if dns and dns.servers else None,
+            dns_search=list(dns.searches) if dns and dns.searches else None,
+            dns_opt=list(dns.options) if dns and dns.options else None,
+            labels={**config.labels, LABEL_POD_UID: config.pod_uid, LABEL_MANAGED: "true",
+                    LABEL_DOCKER_TYPE: TYPE_SANDBOX})
+
+    async def stop_sandbox(self, sandbox_id: str) -> None:
+        await self._call(self.api.inspect_container, sandbox_id)  # NotFound if absent
+        running = [c.id for c in await self.list_containers(sandbox_id)
+                   if c.state is ContainerState.RUNNING]
+        await asyncio.gather(*(self.stop_container(c, SANDBOX_CONTAINER_STOP_TIMEOUT_S)
+                               for c in running))
+        await self._call(self.api.stop, sandbox_id, timeout=SANDBOX_STOP_TIMEOUT_S)
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        await self._call(self.api.inspect_container, sandbox_id)  # NotFound if absent
+        for c in await self.list_containers(sandbox_id):
+            try:
+                await self.remove_container(c.id)
+            except NotFound:
+                pass  # removed meanwhile
+        await self._call(self.api.remove_container, sandbox_id, force=True)
+
+    async def list_sandboxes(self, labels: Mapping[str, str] | None = None
+                             ) -> list[SandboxStatus]:
+        found = await self._call(self._inspect_all, _label_filters(TYPE_SANDBOX, labels))
+        return [self._sandbox_status(attrs) for attrs in found]
+
+    def _sandbox_status(self, attrs: Mapping[str, Any]) -> SandboxStatus:
+        labels = _public((attrs.get("Config") or {}).get("Labels"))
+        running = (attrs.get("State") or {}).get("Running", False)
+        return SandboxStatus(
+            id=attrs["Id"], pod_uid=labels.get(LABEL_POD_UID, ""),
+            state=SandboxState.READY if running else SandboxState.NOTREADY,
+            ip=_ip(attrs) if running else None,
+            created_at=parse_time(attrs.get("Created")) or self.clock(), labels=labels)
+
+    # containers
+
+    async def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
+        sandbox = await self._call(self.api.inspect_container, sandbox_id)
+        if not (sandbox.get("State") or {}).get("Running"):
+            raise CreateContainerError(f"sandbox {sandbox_id} is not ready")
+        try:
+            container = await self._call(self._create_container, sandbox["Id"], config,
+                                         failure=CreateContainerError)
+        except NotFound as e:  # the image
+            raise CreateContainerError(str(e)) from None
+        return str(container.id)
+
+    def _create_container(self, sandbox_id: str, config: ContainerConfig) -> Any:
+        return self.client.containers.create(
+            config.image,
+            entrypoint=list(config.command) or None, command=list(config.args) or None,
+            environment=[f"{k}={v}" for k, v in config.env],
+            working_dir=config.working_dir or None,
+            network_mode=f"container:{sandbox_id}", ipc_mode=f"container:{sandbox_id}",
+            mounts=[docker.types.Mount(m.container_path, m.host_path, type="bind",
+                                       read_only=m.read_only) for m in config.mounts],
+            nano_cpus=round(config.cpu_limit * 1e9) if config.cpu_limit else None,
+            mem_limit=config.memory_limit or None,
+            labels={**config.labels, LABEL_CONTAINER_NAME: config.name, LABEL_MANAGED: "true",
+                    LABEL_DOCKER_TYPE: TYPE_CONTAINER, LABEL_SANDBOX_ID: sandbox_id})
+
+    async def start_container(self, container_id: str) -> None:
+        # Docker fails at start what the kubelet would report at creation (no such
+        # executable, a bad mount): CreateContainerError for the agent to show.
+        await self._call(self.api.start, container_id, failure=CreateContainerError)
+
+    async def stop_container(self, container_id: str, timeout: float) -> None:
+        # Docker's stop is SIGTERM, then SIGKILL after t whole seconds; stopped: a no-op.
+        await self._call(self.api.stop, container_id, timeout=max(0, math.ceil(timeout)))
+
+    async def remove_container(self, container_id: str) -> None:
+        await self._call(self.api.remove_container, container_id, force=True)
+
+    async def list_containers(self, sandbox_id: str | None = None,
+                              labels: Mapping[str, str] | None = None
+                              ) -> list[ContainerStatus]:
+        wanted = {**(labels or {}), **({LABEL_SANDBOX_ID: sandbox_id} if sandbox_id else {})}
+        found = await self._call(self._inspect_all, _label_filters(TYPE_CONTAINER, wanted))
+        return [self._container_status(attrs) for attrs in found]
+
+    def _container_status(self, attrs: Mapping[str, Any]) -> ContainerStatus:
+        all_labels = (attrs.get("Config") or {}).get("Labels") or {}
+        labels = _public(all_labels)
+        state = attrs.get("State") or {}
+        status = STATES.get(state.get("Status", ""), ContainerState.UNKNOWN)
+        exited = status is ContainerState.EXITED
+        return ContainerStatus(
+            id=attrs["Id"], sandbox_id=all_labels.get(LABEL_SANDBOX_ID, ""),
+            name=labels.get(LABEL_CONTAINER_NAME, attrs.get("Name", "").lstrip("/")),
+            image=(attrs.get("Config") or {}).get("Image", ""), image_id=attrs.get("Image", ""),
+            state=status, created_at=parse_time(attrs.get("Created")) or self.clock(),
+            exit_code=state.get("ExitCode") if exited else None,
+            reason=exit_reason(state) if exited else "",
+            message=" ".join(str(state.get("Error") or "").split()),
+            started_at=parse_time(state.get("StartedAt")),
+            finished_at=parse_time(state.get("FinishedAt")) if exited else None,
+            labels=labels)
+
+    def _inspect_all(self, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Inspect every container matching ``filters``, skipping those removed meanwhile."""
+        found = []
+        for summary in self.api.containers(all=True, filters=dict(filters)):
+            try:
+                found.append(self.api.inspect_container(summary["Id"]))
+            except docker.errors.NotFound:
+                pass
+        return found
+
+    # images
+
+    async def pull_image(self, image: str) -> str:
+        try:
+            return await self._call(self._pull, image, failure=ImagePullError)
+        except NotFound as e:  # the registry has no such image
+            raise ImagePullError(f"{image}: {e}") from None
+        except ImagePullError as e:
+            raise ImagePullError(f"{image}: {e}") from None
+
+    def _pull(self, image: str) -> str:
+        repository, tag = docker.utils.parse_repository_tag(image)
+        for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if isinstance(event, dict) and event.get("error"):
+                raise ImagePullError(" ".join(str(event["error"]).split()))
+        return str(self.api.inspect_image(image)["Id"])
+
+    async def image_present(self, image: str) -> bool:
+        try:
+            await self._call(self.api.inspect_image, image)
+        except NotFound:
+            return False
+        return True
