@@ -336,23 +336,6 @@ def _watch_children(parents: dict[str, int], until: float) -> dict[str, tuple[in
     return summary
 
 
-def _controller_pids(urls: list[str]) -> dict[str, int]:
-    """Our controller children, labelled c0..c2 in URL order (matched by --listen-api port)."""
-    found: dict[str, int] = {}
-    ports = {url.rsplit(":", 1)[1]: i for i, url in enumerate(urls)}
-    for child in psutil.Process().children(recursive=True):
-        try:
-            cmd = child.cmdline()
-        except psutil.Error:
-            continue
-        if "controlplane.controller" not in cmd or "--listen-api" not in cmd:
-            continue
-        port = cmd[cmd.index("--listen-api") + 1].rsplit(":", 1)[1]
-        if port in ports:
-            found[f"c{ports[port]}"] = child.pid
-    return dict(sorted(found.items()))
-
-
 def _etcd_pids(binary: str) -> dict[str, int]:
     found: dict[str, int] = {}
     for child in psutil.Process().children(recursive=False):
@@ -556,7 +539,7 @@ def drive_load(
                 raise RuntimeError(f"client process {p} failed to start: {payload}")
             client_pids[f"client {p}"] = payload
 
-        watched = {**_controller_pids(urls), **extra_pids, **client_pids,
+        watched = {**plane.pids(), **extra_pids, **client_pids,
                    "coordinator": os.getpid()}
         scrape_context = plane.ssl_context()
         start = time.monotonic() + settings.warmup
@@ -568,7 +551,7 @@ def drive_load(
         time.sleep(max(0.0, start - time.monotonic()))
         before = _sample(watched)
         scraped_before = [_scrape(url, scrape_context) for url in urls]
-        forks = _watch_children(_controller_pids(urls), end)
+        forks = _watch_children(plane.pids(), end)
         after = _sample(watched)
         scraped_after = [_scrape(url, scrape_context) for url in urls]
 
@@ -647,7 +630,7 @@ def _receive(
 
 def _profile_report(plane: _ProfiledControlPlane, path: str) -> list[str]:
     """SIGTERM the profiled controller so that cProfile writes its file; its top functions."""
-    pids = _controller_pids(plane.urls)
+    pids = plane.pids()
     pid = pids.get(f"c{plane.profiled}")
     if pid is None:
         return ["profile: controller process not found"]

@@ -131,23 +131,6 @@ def bench_pod(name: str, node_selector: dict[str, str] | None = None) -> dict[st
 # -- process figures ----------------------------------------------------------------------------
 
 
-def controller_pids(urls: list[str]) -> dict[str, int]:
-    """Our controller children, labelled c0..c2 in URL order (matched by --listen-api port)."""
-    found: dict[str, int] = {}
-    ports = {url.rsplit(":", 1)[1]: i for i, url in enumerate(urls)}
-    for child in psutil.Process().children(recursive=True):
-        try:
-            cmd = child.cmdline()
-        except psutil.Error:
-            continue
-        if "controlplane.controller" not in cmd or "--listen-api" not in cmd:
-            continue
-        port = cmd[cmd.index("--listen-api") + 1].rsplit(":", 1)[1]
-        if port in ports:
-            found[f"c{ports[port]}"] = child.pid
-    return dict(sorted(found.items()))
-
-
 def proc_status_kb(pid: int, field_name: str) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -618,7 +601,7 @@ def main_sync(settings: Settings) -> int:
           f"{'on' if settings.kubelets else 'off'}; store fsync {settings.fsync}", flush=True)
     extra = controller_extra_args(settings.nodes)
     with ControlPlane(CONTROLLERS, fsync=settings.fsync, extra_args=extra) as plane:
-        pids = controller_pids(plane.urls)
+        pids = plane.pids()
         log.info("%d controllers up in %.1f s", CONTROLLERS, time.monotonic() - began)
         rss = RssSampler(pids)
         rss.start()

@@ -155,6 +155,11 @@ class ControlPlane:
         c.spawn(self.command(i))
         self.wait_ready(i)
 
+    def pids(self) -> dict[str, int]:
+        """Process ids of the running controllers, labelled c0, c1, ... (benchmark figures)."""
+        return {f"c{c.index}": c.process.pid for c in self._controllers
+                if c.running and c.process is not None}
+
     def log_tail(self, i: int) -> str:
         return self._controllers[i].log_tail()
 

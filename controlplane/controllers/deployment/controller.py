@@ -46,6 +46,7 @@ from ...client import (
     InformerFactory,
     NotFound,
     Requeue,
+    Resource,
     WorkQueue,
     key_of,
     run_controller,
@@ -402,14 +403,7 @@ class _ApiIO:
             return None
 
     async def patch_replica_set(self, deployment: Obj, rs: Obj, patch: Obj) -> Obj:
-        meta = rs["metadata"]
-        try:
-            out = await self._c._client.patch(REPLICASETS, meta["namespace"], meta["name"],
-                                              _with_version(patch, rs))
-        except (Conflict, NotFound) as exc:
-            raise Superseded(f"replica set {meta['name']}: {exc.reason}") from exc
-        self._c.expectations.wrote(self._key, self._c._sets, out)
-        return out
+        return await self._patch(REPLICASETS, self._c._sets, rs, patch)
 
     async def delete_replica_set(self, deployment: Obj, rs: Obj) -> None:
         meta = rs["metadata"]
@@ -424,23 +418,20 @@ class _ApiIO:
         self._c.expectations.deleted(self._key, self._c._sets, rs)
 
     async def patch_deployment(self, deployment: Obj, patch: Obj) -> Obj:
-        meta = deployment["metadata"]
-        try:
-            out = await self._c._client.patch(DEPLOYMENTS, meta["namespace"], meta["name"],
-                                              _with_version(patch, deployment))
-        except (Conflict, NotFound) as exc:
-            raise Superseded(f"deployment: {exc.reason}") from exc
-        self._c.expectations.wrote(self._key, self._c._deployments, out)
-        return out
+        return await self._patch(DEPLOYMENTS, self._c._deployments, deployment, patch)
 
     async def patch_service(self, deployment: Obj, service: Obj, patch: Obj) -> Obj:
-        meta = service["metadata"]
+        return await self._patch(SERVICES, self._c._services, service, patch)
+
+    async def _patch(self, res: Resource, cache: Informer, obj: Obj, patch: Obj) -> Obj:
+        """A merge patch carrying ``obj``'s resourceVersion; the write expected in ``cache``."""
+        meta = obj["metadata"]
         try:
-            out = await self._c._client.patch(SERVICES, meta["namespace"], meta["name"],
-                                              _with_version(patch, service))
+            out = await self._c._client.patch(res, meta["namespace"], meta["name"],
+                                              _with_version(patch, obj))
         except (Conflict, NotFound) as exc:
-            raise Superseded(f"service {meta['name']}: {exc.reason}") from exc
-        self._c.expectations.wrote(self._key, self._c._services, out)
+            raise Superseded(f"{res.kind} {meta['name']}: {exc.reason}") from exc
+        self._c.expectations.wrote(self._key, cache, out)
         return out
 
     async def write_status(self, deployment: Obj, status: Obj) -> Obj:

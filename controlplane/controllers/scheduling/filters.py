@@ -364,39 +364,26 @@ def find_feasible(state: CycleState, nodes: Iterable[NodeInfo], wanted: int
     filters = state.filters
     plain_filters = tuple(f for f in filters if f is not node_unschedulable
                           and f is not taint_toleration)
+    inline_fit = plain_filters == (node_resources_fit,)
     feasible: list[NodeInfo] = []
     rejected: dict[str, Unfit] = {}
-    if plain_filters == (node_resources_fit,):
-        pod = state.pod
-        cpu, memory, storage = pod.milli_cpu, pod.memory, pod.ephemeral_storage
-        for node in nodes:
-            if node.plain and len(node.pods) < node.allocatable_pods \
-                    and cpu <= node.allocatable_milli_cpu - node.requested_milli_cpu \
-                    and memory <= node.allocatable_memory - node.requested_memory \
-                    and storage <= (node.allocatable_ephemeral_storage
-                                    - node.requested_ephemeral_storage):
-                feasible.append(node)
-                if len(feasible) >= wanted:
-                    break
-                continue
-            for check in filters if not node.plain else plain_filters:
-                unfit = check(state, node)
-                if unfit is not None:
-                    rejected[node.name] = unfit
-                    break
-            else:
-                feasible.append(node)
-                if len(feasible) >= wanted:
-                    break
-        return feasible, rejected
     for node in nodes:
-        for check in plain_filters if node.plain else filters:
-            unfit = check(state, node)
+        if not (inline_fit and node.plain and _fits(state.pod, node)):
+            unfit = next((u for check in (plain_filters if node.plain else filters)
+                          if (u := check(state, node)) is not None), None)
             if unfit is not None:
                 rejected[node.name] = unfit
-                break
-        else:
-            feasible.append(node)
-            if len(feasible) >= wanted:
-                break
+                continue
+        feasible.append(node)
+        if len(feasible) >= wanted:
+            break
     return feasible, rejected
+
+
+def _fits(pod: PodInfo, node: NodeInfo) -> bool:
+    """NodeResourcesFit's answer for a fitting pod, as one comparison (no reasons to word)."""
+    return len(node.pods) < node.allocatable_pods \
+        and pod.milli_cpu <= node.allocatable_milli_cpu - node.requested_milli_cpu \
+        and pod.memory <= node.allocatable_memory - node.requested_memory \
+        and pod.ephemeral_storage <= (node.allocatable_ephemeral_storage
+                                      - node.requested_ephemeral_storage)
