@@ -11,6 +11,7 @@ test module), driven by the real kubectl and the official Python client.
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
@@ -48,3 +49,12 @@ def kubectl(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactor
     if shutil.which(KUBECTL) is None:
         require("kubectl")
     return Kubectl(control_plane.kubeconfig(0), str(tmp_path_factory.mktemp("kubecache")))
+
+
+@pytest.fixture
+def ns(kubectl: Kubectl) -> Iterator[str]:
+    """A namespace of its own for one kubectl test, deleted after it (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)

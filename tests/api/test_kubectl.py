@@ -11,7 +11,6 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import yaml
@@ -56,14 +55,6 @@ spec:
   - port: 80
     targetPort: 8080
 """
-
-
-@pytest.fixture
-def ns(kubectl: Kubectl) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_server_version_picks_a_json_kubectl(kubectl: Kubectl) -> None:

@@ -5,10 +5,10 @@ pause, resume, restart), and a BlueGreen Deployment promoted by ``kubectl rollou
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from harness import Kubectl
 from labkit import hollow_nodes
 
@@ -37,19 +37,11 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def nodes(control_plane: ControlPlane) -> Iterator[None]:
     with hollow_nodes(control_plane.urls, control_plane.ssl_context(),
                       [f"node-{i}" for i in range(3)]):
         yield
-
-
-@pytest.fixture
-def ns(kubectl: Kubectl, nodes: None) -> Iterator[str]:
-    name = f"r-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _status(kubectl: Kubectl, ns: str) -> str:
@@ -115,40 +107,18 @@ def test_pause_resume_and_restart(kubectl: Kubectl, ns: str) -> None:
     assert _replicasets(kubectl, ns)["3"] == ("busybox:1.37", 3)
 
 
-BLUE_GREEN = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {app: web}
-  ports:
-  - port: 80
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  strategy:
-    type: BlueGreen
-    blueGreen:
-      activeService: web
-      autoPromotionEnabled: false
-      scaleDownDelaySeconds: 1
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: main
-        image: busybox:1.36
-        resources:
-          requests: {cpu: 100m}
-"""
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+
+
+def _blue_green() -> str:
+    """DEPLOYMENT with 2 replicas as a BlueGreen waiting for manual promotion, and its
+    active Service."""
+    deployment = yaml.safe_load(DEPLOYMENT)
+    deployment["spec"]["replicas"] = 2
+    deployment["spec"]["strategy"] = {"type": "BlueGreen", "blueGreen": {
+        "activeService": "web", "autoPromotionEnabled": False, "scaleDownDelaySeconds": 1}}
+    return yaml.safe_dump_all([SERVICE, deployment])
 
 
 def _wait_for(predicate, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -160,7 +130,7 @@ def _wait_for(predicate, what: str, timeout: float = 60) -> None:  # type: ignor
 
 
 def test_blue_green_promoted_by_rollout_resume(kubectl: Kubectl, ns: str) -> None:
-    kubectl("apply", "-n", ns, "-f", "-", stdin=BLUE_GREEN)
+    kubectl("apply", "-n", ns, "-f", "-", stdin=_blue_green())
     assert "successfully rolled out" in _status(kubectl, ns)
     kubectl("set", "image", "-n", ns, "deploy/web", "main=busybox:1.37")
 

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ctlharness import running
+
 from controlplane.client import (
     DEPLOYMENTS,
     EVENTS,
@@ -43,16 +45,10 @@ async def cluster(client: ApiClient) -> AsyncIterator[None]:
     shared as a leader's loops share them)."""
     informers = InformerFactory(client)
     fleet = HollowFleet(client, [f"hollow-{i}" for i in range(4)])
-    tasks = [asyncio.create_task(loop) for loop in (
-        fleet.run(), Scheduler(client, informers=informers).run(),
-        ReplicaSetController(client, informers=informers).run(),
-        DeploymentController(client, informers=informers).run())]
-    try:
+    async with running(fleet.run(), Scheduler(client, informers=informers).run(),
+                       ReplicaSetController(client, informers=informers).run(),
+                       DeploymentController(client, informers=informers).run()):
         yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def deployment(image: str, replicas: int, strategy: str, settings: Obj | None = None) -> Obj:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import (
     DEPLOYMENTS,
@@ -110,14 +110,10 @@ async def cluster_loops(client: ApiClient) -> AsyncIterator[InformerFactory]:
     informers as a leader's loops do."""
     informers = InformerFactory(client)
     fleet = HollowFleet(client, [f"hollow-{i}" for i in range(4)])
-    tasks = [asyncio.create_task(loop) for loop in (
-        fleet.run(), Scheduler(client, informers=informers).run(),
-        ReplicaSetController(client, informers=informers).run(),
-        DeploymentController(client, informers=informers).run())]
-    yield informers
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    async with running(fleet.run(), Scheduler(client, informers=informers).run(),
+                       ReplicaSetController(client, informers=informers).run(),
+                       DeploymentController(client, informers=informers).run()):
+        yield informers
 
 
 @pytest.fixture
@@ -125,16 +121,14 @@ async def pod_watch(client: ApiClient) -> AsyncIterator[Callable[[Callable[[list
                                                                    None]]:
     """``watch(check)``: ``check(pods)`` runs with every pod of the namespace at each change."""
     pods = Informer(client, PODS, namespace=NS)
-    task = asyncio.create_task(pods.run())
-    await pods.synced.wait()
 
     def watch(check: Callable[[list[Obj]], None]) -> None:
         pods.add_handler(FuncHandler(lambda _: check(pods.list()),
                                      lambda _o, _n: check(pods.list()),
                                      lambda _: check(pods.list())))
-    yield watch
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with running(pods.run()):
+        await pods.synced.wait()
+        yield watch
 
 
 class Bounds:
@@ -419,8 +413,7 @@ async def test_unknown_strategy_is_left_alone(client: ApiClient,
     Warning Event once per generation, an Unknown Progressing condition."""
     monkeypatch.delitem(STRATEGIES, "Recreate")
     controller = DeploymentController(client)
-    tasks = [asyncio.create_task(i.run()) for i in controller.informers]
-    try:
+    async with running(*(i.run() for i in controller.informers)):
         for informer in controller.informers:
             await informer.synced.wait()
         await client.create(DEPLOYMENTS, NS, deployment("app:v1", 2, strategy="Recreate"))
@@ -437,10 +430,6 @@ async def test_unknown_strategy_is_left_alone(client: ApiClient,
         assert (await client.list(REPLICASETS, NS)).items == []
         warnings = [e for e in await events(client) if e[0] == "UnknownStrategyType"]
         assert len(warnings) == 1
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _cached(controller: DeploymentController, name: str) -> Callable:
@@ -468,8 +457,7 @@ async def test_racing_passes_make_one_replica_set(client: ApiClient) -> None:
     its own caches): one ReplicaSet per template, whatever the interleaving."""
     first, second = DeploymentController(client), DeploymentController(client)
     controllers = [first, second]
-    tasks = [asyncio.create_task(i.run()) for c in controllers for i in c.informers]
-    try:
+    async with running(*(i.run() for c in controllers for i in c.informers)):
         for c in controllers:
             for informer in c.informers:
                 await informer.synced.wait()
@@ -494,10 +482,6 @@ async def test_racing_passes_make_one_replica_set(client: ApiClient) -> None:
                                  return_exceptions=True)
         sets = (await client.list(REPLICASETS, NS)).items
         assert sorted(image_of(rs) for rs in sets) == ["app:v1", "app:v2"]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _generation_cached(controller: DeploymentController, generation: int) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.api.resources import RESOURCES
 from controlplane.client import (
@@ -33,12 +33,8 @@ HOLD = "example.com/hold"
 @asynccontextmanager
 async def collector(client: ApiClient) -> AsyncIterator[GarbageCollector]:
     gc = GarbageCollector(client)
-    task = asyncio.create_task(gc.run())
-    try:
+    async with running(gc.run()):
         yield gc
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def ref(owner: Obj, *, block: bool = True, controller: bool = True) -> Obj:

@@ -3,10 +3,9 @@ process — pods created, placed, reported Running and Ready, replaced when dele
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import LEASES, NODES, PODS, REPLICASETS, ApiClient
 from controlplane.controllers.replicaset import ReplicaSetController
@@ -19,9 +18,7 @@ Obj = dict[str, Any]
 
 async def test_replicaset_on_hollow_nodes(client: ApiClient) -> None:
     fleet = HollowFleet(client, [f"hollow-{i}" for i in range(3)])
-    tasks = [asyncio.create_task(loop) for loop in (
-        fleet.run(), Scheduler(client).run(), ReplicaSetController(client).run())]
-    try:
+    async with running(fleet.run(), Scheduler(client).run(), ReplicaSetController(client).run()):
         labels = {"app": "h"}
         await client.create(REPLICASETS, "default", {
             "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "h"},
@@ -55,7 +52,3 @@ async def test_replicaset_on_hollow_nodes(client: ApiClient) -> None:
             return victim not in names and len(running) == 6
 
         await eventually(replaced)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import (
     CONFIGMAPS,
@@ -29,14 +29,10 @@ HOLD = "example.com/hold"
 
 
 @asynccontextmanager
-async def running(client: ApiClient) -> AsyncIterator[NamespaceController]:
+async def namespace_controller(client: ApiClient) -> AsyncIterator[NamespaceController]:
     controller = NamespaceController(client)
-    task = asyncio.create_task(controller.run())
-    try:
+    async with running(controller.run()):
         yield controller
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def namespace(name: str) -> Obj:
@@ -95,7 +91,7 @@ async def left_in(client: ApiClient, ns: str) -> list[str]:
 
 async def test_deleting_a_namespace_deletes_everything_in_it_then_it(client: ApiClient) -> None:
     await fill(client, "team")
-    async with running(client):
+    async with namespace_controller(client):
         await client.delete(NAMESPACES, "", "team")
 
         async def only_lingering_left() -> dict[str, Obj] | None:
@@ -133,7 +129,7 @@ async def test_a_namespace_made_again_under_the_same_name_is_left_alone(
         client: ApiClient) -> None:
     await client.create(NAMESPACES, "", namespace("again"))
     await client.create(CONFIGMAPS, "again", configmap("old"))
-    async with running(client) as controller:
+    async with namespace_controller(client) as controller:
         await client.delete(NAMESPACES, "", "again")
 
         async def namespace_gone() -> bool:
@@ -158,7 +154,7 @@ async def test_a_controller_started_after_the_delete_finishes_it(client: ApiClie
     ns = await get_namespace(client, "late")
     assert ns is not None and ns["status"]["phase"] == "Terminating"
     assert await left_in(client, "late") == ["configmaps/x"]
-    async with running(client):
+    async with namespace_controller(client):
         async def namespace_gone() -> bool:
             return await get_namespace(client, "late") is None
         await eventually(namespace_gone)

@@ -4,13 +4,10 @@ and nodes whose podCIDR is outside the cluster CIDR or taken."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import EVENTS, NODES, ApiClient
 from controlplane.controllers.nodeipam import (
@@ -75,17 +72,6 @@ def test_bad_configurations_are_refused(cluster: str, mask: int) -> None:
 # -- the controller -----------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def running(*loops: Callable[[], Any]) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(loop()) for loop in loops]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def pod_cidrs(client: ApiClient) -> dict[str, str | None]:
     nodes = (await client.list(NODES)).items
     return {n["metadata"]["name"]: (n.get("spec") or {}).get("podCIDR") for n in nodes}
@@ -107,7 +93,7 @@ async def cidr_events(client: ApiClient, node: str) -> list[Obj]:
 
 async def test_hollow_nodes_get_distinct_cidrs(client: ApiClient) -> None:
     fleet = HollowFleet(client, [f"hollow-{i}" for i in range(4)])
-    async with running(fleet.run, NodeIpamController(client).run):
+    async with running(fleet.run(), NodeIpamController(client).run()):
         cidrs = await all_allocated(client, 4)
     assert sorted(cidrs.values()) == [f"10.244.{i}.0/24" for i in range(4)]
     for node in (await client.list(NODES)).items:
@@ -117,7 +103,7 @@ async def test_hollow_nodes_get_distinct_cidrs(client: ApiClient) -> None:
 async def test_a_new_leader_keeps_what_is_taken(client: ApiClient) -> None:
     for i in range(3):
         await client.create(NODES, "", node_object(f"n{i}"))
-    async with running(NodeIpamController(client).run):
+    async with running(NodeIpamController(client).run()):
         first = await all_allocated(client, 3)
     # The old leader has stopped; nodes join, one of them set by hand, and a new leader starts.
     await client.create(NODES, "", node_object("late"))
@@ -125,7 +111,7 @@ async def test_a_new_leader_keeps_what_is_taken(client: ApiClient) -> None:
     manual["spec"] = {"podCIDR": "10.244.3.0/24"}
     await client.create(NODES, "", manual)
     controller = NodeIpamController(client)
-    async with running(controller.run):
+    async with running(controller.run()):
         second = await all_allocated(client, 5)
     assert {name: second[name] for name in first} == first
     assert second["manual"] == "10.244.3.0/24" and second["late"] == "10.244.4.0/24"
@@ -135,7 +121,7 @@ async def test_a_new_leader_keeps_what_is_taken(client: ApiClient) -> None:
 async def test_a_deleted_nodes_cidr_is_handed_out_again(client: ApiClient) -> None:
     for i in range(3):
         await client.create(NODES, "", node_object(f"n{i}"))
-    async with running(NodeIpamController(client).run):
+    async with running(NodeIpamController(client).run()):
         cidrs = await all_allocated(client, 3)
         gone = next(name for name, cidr in cidrs.items() if cidr == "10.244.1.0/24")
         await client.delete(NODES, "", gone)
@@ -152,7 +138,7 @@ async def _absent(client: ApiClient, name: str) -> bool:
 async def test_exhaustion_is_told_and_waits_for_a_release(client: ApiClient) -> None:
     await client.create(NODES, "", node_object("a"))
     await client.create(NODES, "", node_object("b"))
-    async with running(NodeIpamController(client, cluster_cidr="10.244.0.0/23").run):
+    async with running(NodeIpamController(client, cluster_cidr="10.244.0.0/23").run()):
         await all_allocated(client, 2)
         await client.create(NODES, "", node_object("c"))
         events = await eventually(lambda: cidr_events(client, "c"))
@@ -176,7 +162,7 @@ async def test_outside_or_taken_cidrs_are_left_alone_and_told(client: ApiClient)
         node["spec"] = {"podCIDR": cidr}
         await client.create(NODES, "", node)
     await client.create(NODES, "", node_object("plain"))
-    async with running(NodeIpamController(client).run):
+    async with running(NodeIpamController(client).run()):
         outside = await eventually(lambda: cidr_events(client, "outside"))
         twin = await eventually(lambda: cidr_events(client, "twin"))
         cidrs = await all_allocated(client, 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import NODES, PODS, REPLICASETS, ApiClient
 from controlplane.controllers.nodelifecycle import (
@@ -44,11 +44,10 @@ def test_toleration_seconds_table() -> None:
 async def test_lost_node_is_tainted_and_its_pods_replaced(client: ApiClient) -> None:
     doomed = HollowFleet(client, ["a"], renew_seconds=0.2)
     healthy = HollowFleet(client, ["b"], renew_seconds=0.2)
-    doomed_task = asyncio.create_task(doomed.run())
-    tasks = [asyncio.create_task(c) for c in (
-        healthy.run(), Scheduler(client).run(), ReplicaSetController(client).run(),
-        NodeLifecycleController(client, grace=1.0, eviction_timeout=1.0, period=0.2).run())]
-    try:
+    async with running(doomed.run(), healthy.run(), Scheduler(client).run(),
+                       ReplicaSetController(client).run(),
+                       NodeLifecycleController(client, grace=1.0, eviction_timeout=1.0,
+                                               period=0.2).run()) as (doomed_task, *_):
         labels = {"app": "lost"}
         await client.create(REPLICASETS, "default", {
             "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "lost"},
@@ -86,7 +85,3 @@ async def test_lost_node_is_tainted_and_its_pods_replaced(client: ApiClient) -> 
         assert await running_on("a") == []
         healthy_node = await client.get(NODES, "", "b")
         assert not healthy_node["spec"].get("taints")
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import PODS, REPLICASETS, ApiClient
 from controlplane.controllers.replicaset import ReplicaSetController
@@ -25,10 +25,8 @@ def replicaset(name: str, replicas: int) -> Obj:
 
 @pytest.fixture
 async def controller(client: ApiClient) -> AsyncIterator[None]:
-    task = asyncio.create_task(ReplicaSetController(client).run())
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with running(ReplicaSetController(client).run()):
+        yield
 
 
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import EVENTS, NODES, PODS, ApiClient
 from controlplane.controllers.scheduler import Scheduler
@@ -35,10 +35,8 @@ def pod(name: str, cpu: str = "100m", owner: str | None = None) -> Obj:
 
 @pytest.fixture
 async def scheduler(client: ApiClient) -> AsyncIterator[None]:
-    task = asyncio.create_task(Scheduler(client).run())
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with running(Scheduler(client).run()):
+        yield
 
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from ctlharness import eventually
+from ctlharness import eventually, running
 
 from controlplane.client import NAMESPACES, SERVICEACCOUNTS, ApiClient, NotFound
 from controlplane.controllers.serviceaccount import ServiceAccountController
 
 
 async def test_default_service_account_everywhere(client: ApiClient) -> None:
-    task = asyncio.create_task(ServiceAccountController(client).run())
-    try:
+    async with running(ServiceAccountController(client).run()):
         await client.create(NAMESPACES, "", {"apiVersion": "v1", "kind": "Namespace",
                                             "metadata": {"name": "team"}})
 
@@ -29,6 +26,3 @@ async def test_default_service_account_everywhere(client: ApiClient) -> None:
         await eventually(lambda: present("team"))
         accounts = await client.list(SERVICEACCOUNTS, "team")
         assert [a["metadata"]["name"] for a in accounts.items] == ["default"]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
