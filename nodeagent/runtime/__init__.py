@@ -18,7 +18,9 @@ from nodeagent.runtime.base import (
     ContainerStatus,
     CreateContainerError,
     DNSConfig,
+    ExecSession,
     ImagePullError,
+    LogOptions,
     Mount,
     NotFound,
     PortMapping,
@@ -27,6 +29,8 @@ from nodeagent.runtime.base import (
     SandboxConfig,
     SandboxState,
     SandboxStatus,
+    STDERR,
+    STDOUT,
     spec_hash,
 )
 from nodeagent.runtime.docker import DockerRuntime
@@ -36,6 +40,6 @@ __all__ = [
     "LABEL_MANAGED", "LABEL_POD_NAME", "LABEL_POD_NAMESPACE", "LABEL_POD_UID", "LABEL_SPEC_HASH",
     "ContainerConfig", "ContainerState", "ContainerStatus", "CreateContainerError", "DNSConfig",
     "DockerRuntime",
-    "ImagePullError", "Mount", "NotFound", "PortMapping", "Runtime", "RuntimeFailure",
-    "SandboxConfig", "SandboxState", "SandboxStatus", "spec_hash",
+    "ExecSession", "ImagePullError", "LogOptions", "Mount", "NotFound", "PortMapping", "Runtime", "RuntimeFailure",
+    "SandboxConfig", "SandboxState", "SandboxStatus", "STDERR", "STDOUT", "spec_hash",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -134,6 +134,9 @@ class ContainerConfig:
     cpu_limit: float | None = None
     memory_limit: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: Keep stdin open (for attach) and allocate a TTY, as the container spec's stdin/tty.
+    stdin: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,45 @@ class ContainerStatus:
     @property
     def is_init(self) -> bool:
         return self.labels.get(LABEL_CONTAINER_KIND) == KIND_INIT
+
+
+#: Stream numbers of exec/attach output, as the Kubernetes channel protocols number them.
+STDOUT, STDERR = 1, 2
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """What ``container_logs`` returns, as the kubelet's log options: the last ``tail`` lines
+    (all when None), only lines written at or after ``since`` (epoch seconds), each prefixed
+    with its RFC 3339 (nanosecond) time and a space when ``timestamps``; ``follow`` keeps the
+    stream open for new lines until the container exits or the caller stops reading."""
+    follow: bool = False
+    tail: int | None = None
+    since: float | None = None
+    timestamps: bool = False
+
+
+class ExecSession(Protocol):
+    """A process started by ``exec`` (or a container's main process, by ``attach``): stdin in,
+    output chunks out, then its exit code. With a TTY, all output arrives as STDOUT."""
+
+    def output(self) -> AsyncIterator[tuple[int, bytes]]:
+        """(STDOUT or STDERR, chunk) until the process's output ends."""
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Send ``data`` to the process's stdin (opened with ``stdin=True``)."""
+
+    async def close_stdin(self) -> None:
+        """End of input: the process reads EOF."""
+
+    async def resize(self, width: int, height: int) -> None:
+        """Set the TTY's size (columns, rows); ignored without a TTY."""
+
+    async def wait(self) -> int:
+        """The exit code, once the process has ended (for attach: the container's)."""
+
+    async def close(self) -> None:
+        """Release the session; an exec'd process still running is killed. Idempotent."""
 
 
 class Runtime(Protocol):
@@ -212,6 +254,20 @@ class Runtime(Protocol):
 
     async def image_present(self, image: str) -> bool:
         """Whether ``image`` is present locally (for imagePullPolicy IfNotPresent and Never)."""
+
+    def container_logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
+        """The container's output (stdout and stderr interleaved as written), per ``options``.
+        Raises NotFound for an unknown container (when iterated)."""
+
+    async def exec(self, container_id: str, command: Sequence[str], *, stdin: bool = False,
+                   tty: bool = False) -> ExecSession:
+        """Start ``command`` in a running container (its namespaces, environment and working
+        directory). Raises NotFound, or RuntimeFailure when the container is not running."""
+
+    async def attach(self, container_id: str, *, stdin: bool = False,
+                     tty: bool = False) -> ExecSession:
+        """Attach to the container's main process: its output from now on and, with
+        ``stdin``, its input (the container must have been created with stdin open)."""
 
 
 def spec_hash(container: Mapping[str, Any]) -> str:
