@@ -23,11 +23,9 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from controlplane.client import (
-    LEASES,
     NODES,
     PODS,
     AlreadyExists,
@@ -40,32 +38,21 @@ from controlplane.client import (
     key_of,
     run_controller,
 )
+from nodeagent.heartbeat import RENEW_SECONDS, now_rfc3339, post_node_status, renew_lease
 
 log = logging.getLogger(__name__)
 
-LEASE_NAMESPACE = "kube-node-lease"
-#: The kubelet renews its Lease every 10 s with a 40 s duration.
-LEASE_SECONDS = 40
-RENEW_SECONDS = 10.0
 #: Writes (registrations, renewals) a fleet has in flight at most.
 RENEW_CONCURRENCY = 32
 
 Obj = dict[str, Any]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _micro_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def node_object(name: str, *, cpu: str = "4", memory: str = "16Gi", pods: int = 110,
                 labels: dict[str, str] | None = None) -> Obj:
     """A Ready Node as an agent registers it."""
     capacity = {"cpu": cpu, "memory": memory, "pods": str(pods)}
-    now = _now()
+    now = now_rfc3339()
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
@@ -132,8 +119,7 @@ class HollowFleet:
 
     async def _post_ready(self, name: str) -> None:
         status = self._node(name)["status"]
-        await self._client.patch(NODES, "", name, {"status": {"conditions": status["conditions"]}},
-                                 patch_type="strategic", subresource="status")
+        await post_node_status(self._client, name, {"conditions": status["conditions"]})
 
     async def _bounded(self, write: Callable[[str], Awaitable[None]], name: str) -> None:
         async with self._writes:
@@ -183,14 +169,7 @@ class HollowFleet:
                 log.warning("hollow node %s: status not posted: %s", name, exc.message)
 
     async def _renew(self, name: str) -> None:
-        spec = {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": _micro_now()}
-        try:
-            await self._client.patch(LEASES, LEASE_NAMESPACE, name, {"spec": spec})
-        except NotFound:
-            await self._client.create(LEASES, LEASE_NAMESPACE, {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": LEASE_NAMESPACE}, "spec": spec})
+        await renew_lease(self._client, name)
 
     def _seen(self, pod: Obj) -> None:
         if not self._mark_running and not pod["metadata"].get("deletionTimestamp"):
@@ -219,7 +198,7 @@ class HollowFleet:
 
 
 def _running(pod: Obj) -> Obj:
-    now = _now()
+    now = now_rfc3339()
     containers = (pod.get("spec") or {}).get("containers") or ()
     return {
         "phase": "Running", "startTime": now,

@@ -32,7 +32,7 @@ In the order the code appears:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -54,6 +54,7 @@ from nodeagent.runtime.base import (
     ContainerState,
     ContainerStatus,
     DNSConfig,
+    Mount,
     PortMapping,
     SandboxConfig,
     SandboxState,
@@ -589,24 +590,27 @@ def sandbox_config(pod: Obj, attempt: int, *, dns: DNSConfig | None = None) -> S
 
 
 def container_config(pod: Obj, start: StartContainer, *,
-                     env: Mapping[str, str] | None = None) -> ContainerConfig:
-    """The runtime config of ``start``'s container. ``env`` holds values the agent resolved
-    (valueFrom: ConfigMaps, Secrets, fieldRefs); plain ``value`` entries are taken here.
-    Volumes are the agent's to turn into mounts."""
+                     env: Sequence[tuple[str, str]] | None = None,
+                     mounts: Sequence[Mount] = ()) -> ContainerConfig:
+    """The runtime config of ``start``'s container. ``env`` is the container's whole
+    environment as the agent resolved it (envFrom, valueFrom, $(VAR) expansion); without it the
+    plain ``value`` entries are taken. ``mounts`` are its volumeMounts as host paths."""
     key = "initContainers" if start.init else "containers"
     container = next(c for c in pod["spec"].get(key) or [] if c["name"] == start.name)
-    resolved = env or {}
     limits = (container.get("resources") or {}).get("limits") or {}
+    if env is None:
+        env = [(e["name"], e.get("value", "")) for e in container.get("env") or []
+               if "valueFrom" not in e]
     return ContainerConfig(
         name=start.name, image=container["image"],
         command=tuple(container.get("command") or ()), args=tuple(container.get("args") or ()),
-        env=tuple((e["name"], resolved.get(e["name"], e.get("value", "")))
-                  for e in container.get("env") or []),
-        working_dir=container.get("workingDir"),
+        env=tuple(env), working_dir=container.get("workingDir"),
         ports=tuple(PortMapping(p["containerPort"], p.get("protocol", "TCP"))
                     for p in container.get("ports") or []),
+        mounts=tuple(mounts),
         cpu_limit=float(parse_quantity(limits["cpu"])) if "cpu" in limits else None,
         memory_limit=int(parse_quantity(limits["memory"])) if "memory" in limits else None,
         labels={**pod_labels(pod), LABEL_CONTAINER_NAME: start.name,
                 LABEL_CONTAINER_KIND: KIND_INIT if start.init else KIND_REGULAR,
-                LABEL_ATTEMPT: str(start.attempt), LABEL_SPEC_HASH: spec_hash(container)})
+                LABEL_ATTEMPT: str(start.attempt), LABEL_SPEC_HASH: spec_hash(container)},
+        stdin=bool(container.get("stdin")), tty=bool(container.get("tty")))

@@ -44,7 +44,7 @@ from ..client import (
     run_workers,
 )
 from ..client.tasks import spawn
-from .events import NORMAL, WARNING, EventRecorder
+from ..client.events import NORMAL, WARNING, EventRecorder
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from ..client import (
     InformerFactory,
     NotFound,
 )
-from .events import NORMAL, EventRecorder
+from ..client.events import NORMAL, EventRecorder
 from .pods import NODE_INDEX, node_of
 from .scheduling.filters import tolerates
 

@@ -37,7 +37,7 @@ from ..client import (
     key_of,
     run_controller,
 )
-from .events import NORMAL, WARNING, EventRecorder
+from ..client.events import NORMAL, WARNING, EventRecorder
 from ..api.selectors import LabelSelector
 from .pods import OWNER_INDEX, available_in, controller_ref, is_active, owner_uid, pod_ready
 

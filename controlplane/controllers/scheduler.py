@@ -43,7 +43,7 @@ from ..client import (
     key_of,
     run_controller,
 )
-from .events import NORMAL, WARNING, EventRecorder
+from ..client.events import NORMAL, WARNING, EventRecorder
 from .scheduling.nodeinfo import NodeInfo
 from .pods import NODE_INDEX, node_of
 from .scheduling.podinfo import PodInfo, is_terminal

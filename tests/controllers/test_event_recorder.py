@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from controlplane.controllers.events import NORMAL, EventRecorder
+from controlplane.client.events import NORMAL, EventRecorder
 
 
 class _GatedClient:

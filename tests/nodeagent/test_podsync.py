@@ -39,6 +39,7 @@ from nodeagent.runtime.base import (
     LABEL_SPEC_HASH,
     ContainerState,
     ContainerStatus,
+    Mount,
     SandboxState,
     SandboxStatus,
     spec_hash,
@@ -417,9 +418,13 @@ def test_configs_carry_the_labels_that_make_adoption_work() -> None:
         env=[{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {}}}],
         ports=[{"containerPort": 80, "hostPort": 8080}],
         resources={"limits": {"cpu": "500m", "memory": "64Mi"}})
-    config = container_config(pod, StartContainer("foo1", 2), env={"B": "from-ref"})
+    plain = container_config(pod, StartContainer("foo1", 2))
+    assert plain.env == (("A", "1"),)  # valueFrom needs the agent's resolution
+    config = container_config(pod, StartContainer("foo1", 2), env=[("A", "1"), ("B", "ref")],
+                              mounts=[Mount("/data", "/var/lib/x")])
     assert config.command == ("sh",) and config.args == ("-c", "httpd")
-    assert config.env == (("A", "1"), ("B", "from-ref"))
+    assert config.env == (("A", "1"), ("B", "ref"))
+    assert config.mounts == (Mount("/data", "/var/lib/x"),)
     assert (config.cpu_limit, config.memory_limit) == (0.5, 64 * 2**20)
     assert config.labels[LABEL_ATTEMPT] == "2"
     assert config.labels[LABEL_SPEC_HASH] == spec_hash(pod["spec"]["containers"][0])

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ..events import NORMAL, WARNING
+from ...client.events import NORMAL, WARNING
 from ..pods import available_in
 from . import shared
 from . import status as status_

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ..events import NORMAL
+from ...client.events import NORMAL
 from . import revisions, shared
 from . import status as status_
 from .constants import (

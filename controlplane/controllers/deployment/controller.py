@@ -51,7 +51,7 @@ from ...client import (
     key_of,
     run_controller,
 )
-from ..events import WARNING, EventRecorder
+from ...client.events import WARNING, EventRecorder
 from ..pods import OWNER_INDEX, controller_ref, owner_uid
 from . import status as status_
 from .constants import (

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ...client import AlreadyExists, ApiError
-from ..events import NORMAL, WARNING
+from ...client.events import NORMAL, WARNING
 from ..pods import available_in, controller_ref, is_active, pod_ready
 from . import replicas as math_
 from . import revisions

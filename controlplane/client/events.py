@@ -16,7 +16,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from ..client import EVENTS, ApiClient, ApiError
+from .resources import EVENTS
+from .rest import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,13 @@ def _utcnow() -> datetime:
 
 
 class EventRecorder:
-    def __init__(self, client: ApiClient, component: str, *,
+    def __init__(self, client: ApiClient, component: str, *, host: str = "",
                  clock: Callable[[], datetime] = _utcnow, max_writes: int = MAX_WRITES,
                  max_waiting: int = MAX_WAITING) -> None:
         self._client = client
         self._component = component
+        #: The node that saw it (kubelets' events carry it: ``kubectl describe`` shows it).
+        self._source = {"component": component, **({"host": host} if host else {})}
         self._clock = clock
         self._slots = asyncio.Semaphore(max_writes)
         self._max_waiting = max_waiting
@@ -71,7 +74,7 @@ class EventRecorder:
                                "name": meta.get("name"), "uid": meta.get("uid"),
                                "resourceVersion": meta.get("resourceVersion")},
             "reason": reason, "message": message, "type": type_,
-            "source": {"component": self._component}, "reportingComponent": self._component,
+            "source": self._source, "reportingComponent": self._component,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
