@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -61,11 +61,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class NodeCredential(TypedDict):
-    """The join answer: PEM text of the node's certificate, its key, and the cluster CA."""
+    """The join answer: PEM text of the node's certificate, its key, and the cluster CA; and
+    when the node named its addresses, a serving certificate for them (the agent's server,
+    which the API server verifies against the CA when it proxies logs and exec)."""
 
     certificate: str
     key: str
     ca: str
+    servingCertificate: NotRequired[str]
+    servingKey: NotRequired[str]
 
 
 class JoinError(Exception):
@@ -86,7 +90,8 @@ def _node_name_causes(node_name: str) -> list[Cause]:
     return []
 
 
-def issue_node_credential(pki: ClusterPKI, token: str, node_name: str) -> NodeCredential:
+def issue_node_credential(pki: ClusterPKI, token: str, node_name: str,
+                          addresses: list[str] | None = None) -> NodeCredential:
     """The credential of node ``node_name``; ApiError 401 for a wrong token, 422 for a bad name.
 
     A node that joins again gets a new certificate; the old one stays valid until it expires
@@ -98,7 +103,17 @@ def issue_node_credential(pki: ClusterPKI, token: str, node_name: str) -> NodeCr
     if causes:
         raise invalid("", "JoinRequest", node_name, causes)
     cert_pem, key_pem = pki.issue_client_cert(f"{NODE_USER_PREFIX}{node_name}", [NODES_GROUP])
-    return {"certificate": cert_pem.decode(), "key": key_pem.decode(), "ca": pki.ca_pem.decode()}
+    credential: NodeCredential = {"certificate": cert_pem.decode(), "key": key_pem.decode(),
+                                  "ca": pki.ca_pem.decode()}
+    if addresses:
+        try:
+            serving, serving_key = pki.issue_server_cert(node_name, [node_name, *addresses])
+        except ValueError as exc:
+            raise invalid("", "JoinRequest", node_name, [
+                invalid_value("addresses", addresses, str(exc))]) from None
+        credential["servingCertificate"] = serving.decode()
+        credential["servingKey"] = serving_key.decode()
+    return credential
 
 
 def _error(err: ApiError) -> web.Response:
@@ -124,8 +139,12 @@ def join_handler(pki: ClusterPKI) -> Handler:
         if not isinstance(node_name, str):
             return _error(invalid("", "JoinRequest", "", [
                 invalid_value("nodeName", node_name, "must be a string")]))
+        addresses = body.get("addresses") or []
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            return _error(invalid("", "JoinRequest", node_name, [
+                invalid_value("addresses", addresses, "must be a list of strings")]))
         try:
-            credential = issue_node_credential(pki, token, node_name)
+            credential = issue_node_credential(pki, token, node_name, addresses)
         except ApiError as err:
             return _error(err)
         log.info("node %s joined from %s", node_name, request.remote)
@@ -147,7 +166,8 @@ def ca_handler(pki: ClusterPKI) -> Handler:
 # -- agent side --------------------------------------------------------------------------------
 
 
-async def join(server_url: str, token: str, ca_hash: str, node_name: str) -> NodeCredential:
+async def join(server_url: str, token: str, ca_hash: str, node_name: str,
+               addresses: list[str] | None = None) -> NodeCredential:
     """Fetch this node's credential from the API server at ``server_url`` (``https://...``).
 
     Raises ValueError for malformed arguments, JoinError when the CA does not match
@@ -178,7 +198,7 @@ async def join(server_url: str, token: str, ca_hash: str, node_name: str) -> Nod
                             "refusing to send the join token")
         async with session.post(
             base + JOIN_PATH,
-            json={"nodeName": node_name},
+            json={"nodeName": node_name, **({"addresses": addresses} if addresses else {})},
             headers={"Authorization": f"Bearer {token}"},
             ssl=client_ssl_context(ca_pem),
         ) as resp:
@@ -190,8 +210,13 @@ async def join(server_url: str, token: str, ca_hash: str, node_name: str) -> Nod
         message = body.get("message") if isinstance(body, dict) else None
         raise JoinError(f"POST {JOIN_PATH}: HTTP {resp.status}: {message or repr(body)}")
     if not isinstance(body, dict) or not all(
-        isinstance(body.get(k), str) for k in NodeCredential.__required_keys__
+        isinstance(body.get(k), str) for k in ("certificate", "key", "ca")
     ):
         raise JoinError(f"POST {JOIN_PATH} answered no credential")
     log.info("joined %s as node %s", server_url, node_name)
-    return {"certificate": body["certificate"], "key": body["key"], "ca": ca_pem.decode()}
+    credential: NodeCredential = {"certificate": body["certificate"], "key": body["key"],
+                                  "ca": ca_pem.decode()}
+    if isinstance(body.get("servingCertificate"), str) and isinstance(body.get("servingKey"), str):
+        credential["servingCertificate"] = body["servingCertificate"]
+        credential["servingKey"] = body["servingKey"]
+    return credential

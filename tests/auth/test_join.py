@@ -56,6 +56,21 @@ def test_issue_node_credential(pki: ClusterPKI) -> None:
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     cert.verify_directly_issued_by(pki.ca_cert)
     assert "PRIVATE KEY" in cred["key"]
+    assert "servingCertificate" not in cred
+
+
+def test_node_credential_with_addresses_has_a_serving_certificate(pki: ClusterPKI) -> None:
+    cred = issue_node_credential(pki, pki.join_token, "n1", ["198.18.0.5"])
+    cert = x509.load_pem_x509_certificate(cred["servingCertificate"].encode())
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "198.18.0.5" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert "n1" in sans.get_values_for_type(x509.DNSName)
+    cert.verify_directly_issued_by(pki.ca_cert)
+    with pytest.raises(ApiError) as raised:
+        issue_node_credential(pki, pki.join_token, "n1", ["not an address!"])
+    assert raised.value.code == 422
 
 
 def test_wrong_token_is_401(pki: ClusterPKI) -> None:
@@ -131,6 +146,10 @@ async def test_join_buys_a_working_node_credential(api: Api) -> None:
     assert resp.status == 200
     assert User(body["name"], tuple(body["groups"])).node_name == "n1"
     assert api.paths == [CA_PATH, JOIN_PATH, "/whoami"]
+    served = await join(api.url, api.pki.join_token, api.pki.ca_fingerprint(), "n1",
+                        ["127.0.0.1"])
+    assert "BEGIN CERTIFICATE" in served["servingCertificate"]
+    assert "PRIVATE KEY" in served["servingKey"]
 
 
 async def test_join_with_a_bad_token_is_refused(api: Api) -> None:
