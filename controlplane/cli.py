@@ -7,6 +7,8 @@ import sys
 USAGE = """usage: corral <command> [args]
 
 commands:
+  up             a one-machine cluster in the foreground: controller + agent (corral up --help)
+  agent          run the node agent on this host (corral agent --help)
   controller     run one controller: store member + Kubernetes API (corral controller --help)
   store serve    run one member of the replicated store (see: corral store serve --help)
   image build-base
@@ -16,6 +18,14 @@ commands:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["up"]:
+        from controlplane.up import main as up
+
+        return up(args[1:])
+    if args[:1] == ["agent"]:
+        from nodeagent.main import main as agent
+
+        return agent(args[1:])
     if args[:1] == ["controller"]:
         from controlplane.controller import main as controller
 

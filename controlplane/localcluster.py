@@ -208,6 +208,11 @@ class InProcessCluster:
         ssl = self.pki.client_ssl_context(self.pki.admin_cert_pem, self.pki.admin_key_pem)
         return ApiClient(urls, ssl, **kw)
 
+    def node_client(self, node_name: str, urls: list[str], **kw: Any) -> ApiClient:
+        """A client with node ``node_name``'s credential (what an agent gets by joining)."""
+        cert, key = self.pki.issue_client_cert(f"system:node:{node_name}", ["system:nodes"])
+        return ApiClient(urls, self.pki.client_ssl_context(cert, key), **kw)
+
     async def start_server(self, port: int = 0) -> str:
         """Serve the store on one more server (on ``port``: 0 for any); its URL."""
         server = ApiServer(self.store, pki=self.pki, watch_progress_interval=0.2)

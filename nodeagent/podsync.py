@@ -457,7 +457,8 @@ def _container_status(container: Obj, latest: ContainerStatus | None,
     running = "running" in state
     if init:
         ready = "terminated" in state and _succeeded(latest)
-    elif "readinessProbe" in container:
+    elif "readinessProbe" in container or name in readiness:
+        # A probe decides: readiness, or a startup probe not yet passed.
         ready = running and readiness.get(name, False)
     else:
         ready = running

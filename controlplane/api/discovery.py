@@ -25,6 +25,9 @@ _SUBRESOURCE_VERBS = {
     "eviction": ("create",),
     "log": ("get",),
     "finalize": ("update",),
+    # Connect subresources: a WebSocket upgrade by GET, or POST.
+    "exec": ("create", "get"),
+    "attach": ("create", "get"),
 }
 #: The kind a subresource answers with (group, version, kind); None: the parent's kind.
 _SUBRESOURCE_KIND = {
@@ -32,6 +35,8 @@ _SUBRESOURCE_KIND = {
     "binding": ("", "v1", "Binding"),
     "eviction": ("policy", "v1", "Eviction"),
     "log": None,
+    "exec": ("", "v1", "PodExecOptions"),
+    "attach": ("", "v1", "PodAttachOptions"),
     "status": None,
     "finalize": None,
 }

@@ -6,6 +6,8 @@ the method and URL, authorizes it, runs it through the ``Registry`` and encodes 
 binding, eviction, log) are small adapters over the same registry calls; status and a
 namespace's finalize are updates of the object itself that change one part of it. Watches stream
 newline-delimited JSON events until the client leaves, the timeout passes or history runs out.
+The pod subresources that reach into a node (log, and the WebSocket ones exec and attach) are
+proxied to the agent of the pod's node, presenting the API's client certificate (``AGENT_SSL``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -37,10 +40,18 @@ log = logging.getLogger(__name__)
 #: Kubernetes' default watch timeout is --min-request-timeout (1800 s) times [1, 2).
 MIN_REQUEST_TIMEOUT = 1800
 NODES = lookup("", "v1", "nodes")
+#: The pod annotation naming the container kubectl and the API use when none is given.
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 #: Per-request state the middlewares and handlers share.
 USER = web.RequestKey("user", User)
 VERB = web.RequestKey("verb", str)
 TARGET = web.RequestKey("target", Target)
+#: The client TLS context for the agents: trusts the cluster CA, presents the admin credential.
+AGENT_SSL = web.AppKey("agent_ssl", ssl.SSLContext)
+#: Subresources that connect to a process in a container: always a WebSocket, verb "create".
+CONNECT = frozenset({"exec", "attach"})
+#: Largest WebSocket message relayed (as the agent's limit).
+MAX_RELAY_MESSAGE = 4 * 1024 * 1024
 
 
 def dumps(obj: Any) -> bytes:
@@ -95,11 +106,16 @@ class ResourceHandler:
             ("scale", "patch"): self._scale,
             ("binding", "create"): self._binding, ("eviction", "create"): self._eviction,
             ("log", "get"): self._log,
+            ("exec", "create"): self._connect, ("attach", "create"): self._connect,
         }
 
     @staticmethod
     def _verb(request: web.Request, target: Target) -> str:
         method, named = request.method, bool(target.name)
+        if target.subresource in CONNECT and named and method in ("GET", "POST"):
+            # Kubernetes authorizes exec and attach as "create", by GET (WebSocket) or POST,
+            # so a read-only role (a node's) cannot open a shell.
+            return "create"
         if method == "GET":
             if requests.is_watch(request.query, target):
                 return "watch"
@@ -339,9 +355,10 @@ class ResourceHandler:
         pod, _ = await self.registry.delete(target.rt, target.namespace, target.name, opts)
         return self._respond(request, status_success(target.rt, pod, 201), output, status=201)
 
-    async def _log(self, request: web.Request, target: Target, verb: str, output: Output
-                   ) -> web.StreamResponse:
-        """pods/log: proxied to the agent of the pod's node (its daemon endpoint)."""
+    async def _agent_target(self, request: web.Request, target: Target) -> tuple[str, str, str]:
+        """(agent URL, container, node name) for a request to a pod's container: the pod must
+        be bound, and the container named (or the pod's only one, or its
+        ``kubectl.kubernetes.io/default-container``) one of its containers."""
         pod = await self.registry.get(target.rt, target.namespace, target.name)
         spec = pod.get("spec") or {}
         node_name = spec.get("nodeName")
@@ -349,8 +366,10 @@ class ResourceHandler:
             raise errors.bad_request(
                 f'pod {target.name} does not have a host assigned')
         containers = [c.get("name") for c in spec.get("containers") or ()]
+        default = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+            DEFAULT_CONTAINER_ANNOTATION)
         container = request.query.get("container") or (
-            containers[0] if len(containers) == 1 else "")
+            containers[0] if len(containers) == 1 else default if default in containers else "")
         if not container:
             raise errors.bad_request(
                 f"a container name must be specified for pod {target.name}, choose one of: "
@@ -362,6 +381,12 @@ class ResourceHandler:
         url = _agent_url(node)
         if url is None:
             raise errors.unavailable(f"node {node_name} publishes no agent endpoint")
+        return url, container, node_name
+
+    async def _log(self, request: web.Request, target: Target, verb: str, output: Output
+                   ) -> web.StreamResponse:
+        """pods/log: proxied to the agent of the pod's node (its daemon endpoint)."""
+        url, container, node_name = await self._agent_target(request, target)
         upstream = f"{url}/containerLogs/{target.namespace}/{target.name}/{container}"
         params = {k: v for k, v in request.query.items()
                   if k in ("follow", "tailLines", "previous", "timestamps", "sinceSeconds",
@@ -372,7 +397,7 @@ class ResourceHandler:
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.get(upstream, params=params,
-                                       ssl=request.app.get("agent_ssl")) as answer:
+                                       ssl=request.app.get(AGENT_SSL, True)) as answer:
                     if answer.status != 200:
                         raise errors.ApiError(answer.status, "BadRequest",
                                               (await answer.text())[:1000])
@@ -385,6 +410,49 @@ class ResourceHandler:
             raise errors.unavailable(f"cannot reach the agent of node {node_name}: {exc}"
                                      ) from None
         return response
+
+    async def _connect(self, request: web.Request, target: Target, verb: str, output: Output
+                       ) -> web.StreamResponse:
+        """pods/exec and pods/attach: a WebSocket relayed to the agent of the pod's node.
+
+        The agent is dialled first with the client's query and subprotocols, so that its
+        answer (a refusal, or the subprotocol it picked) decides what the client gets; then
+        messages go both ways unchanged until either side closes.
+        """
+        sub = target.subresource
+        if sub == "exec" and not request.query.getall("command", []):
+            raise errors.bad_request("you must specify at least one command for the container")
+        # The target is checked first: kubectl retries any refused WebSocket with SPDY, and
+        # the answer to that retry is the error it shows.
+        url, container, node_name = await self._agent_target(request, target)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "")
+                   .split(",") if p.strip()]
+        upstream = f"{url}/{sub}/{target.namespace}/{target.name}/{container}"
+        params = [(k, v) for k, v in request.query.items() if k != "container"]
+        agent_ssl = request.app.get(AGENT_SSL, True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
+                # The agent's reason, if it has one (a stopped container), else its word that
+                # a WebSocket is required.
+                raise await _agent_refusal(session, upstream, params, agent_ssl, None)
+            try:
+                agent_ws = await session.ws_connect(upstream, params=params, protocols=offered,
+                                                    ssl=agent_ssl,
+                                                    max_msg_size=MAX_RELAY_MESSAGE)
+            except aiohttp.WSServerHandshakeError as exc:
+                raise await _agent_refusal(session, upstream, params, agent_ssl, exc.status
+                                           ) from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise errors.unavailable(f"cannot reach the agent of node {node_name}: {exc}"
+                                         ) from None
+            async with agent_ws:
+                client_ws = web.WebSocketResponse(
+                    protocols=(agent_ws.protocol,) if agent_ws.protocol else (),
+                    max_msg_size=MAX_RELAY_MESSAGE)
+                await client_ws.prepare(request)
+                await _relay(client_ws, agent_ws)
+        return client_ws
 
     # ------------------------------------------------------------ watch
 
@@ -441,6 +509,54 @@ def _header_text(text: str) -> str:
     characters (from field names a client sent, say) written as \\uXXXX."""
     text = text.replace("\\", "\\\\").replace('"', '\\"')
     return "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7f else c for c in text)
+
+
+async def _agent_refusal(session: aiohttp.ClientSession, upstream: str,
+                         params: list[tuple[str, str]], agent_ssl: ssl.SSLContext | bool,
+                         status: int | None) -> errors.ApiError:
+    """The agent's refusal of an upgrade (``status``; None: a request without one) as a
+    Status: a WebSocket handshake drops the answer's body, so the same request is asked again
+    without the upgrade (the agent checks everything before it upgrades, starts nothing
+    without one, and then says a WebSocket is required) to read its words."""
+    message = f"the node agent refused the connection ({status})"
+    try:
+        async with session.get(upstream, params=params, ssl=agent_ssl) as answer:
+            if status is None or answer.status == status:
+                status = answer.status
+                message = (await answer.text()).strip()[:1000] or message
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        if status is None:
+            return errors.unavailable(f"cannot reach the node agent: {exc}")
+    reason = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}.get(status or 0,
+                                                                        "InternalError")
+    return errors.ApiError(status if status in (400, 403, 404) else 500, reason, message)
+
+
+async def _relay(client: web.WebSocketResponse, agent: aiohttp.ClientWebSocketResponse) -> None:
+    """Copy messages both ways until either side closes, then close the other."""
+
+    async def pump(source: Any, sink: Any) -> None:
+        async for msg in source:
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type is aiohttp.WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+
+    loop = asyncio.get_running_loop()
+    tasks = {loop.create_task(pump(client, agent), name="relay to agent"),
+             loop.create_task(pump(agent, client), name="relay to client")}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(
+                    result, (ConnectionResetError, aiohttp.ClientError)):
+                log.warning("exec relay ended by %s: %s", type(result).__name__, result)
+        await agent.close()
+        await client.close()
 
 
 def _agent_url(node: Obj) -> str | None:

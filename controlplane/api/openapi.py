@@ -174,6 +174,18 @@ P_LOG = [
     _param("timestamps", "boolean", "If true, add an RFC3339 timestamp at the beginning of every "
            "line of log output."),
 ]
+_P_STREAMS = [
+    _param("stderr", "boolean", "Redirect the standard error stream of the pod for this call."),
+    _param("stdin", "boolean", "Redirect the standard input stream of the pod for this call."),
+    _param("stdout", "boolean", "Redirect the standard output stream of the pod for this call."),
+    _param("tty", "boolean", "TTY if true indicates that a tty will be allocated for the "
+           "exec call."),
+]
+P_ATTACH = [_param("container", "string", "The container in which to execute the command. "
+                   "Defaults to only container if there is only one container in the pod."),
+            *_P_STREAMS]
+P_EXEC = [_param("command", "string", "Command is the remote command to execute. argv array. "
+                 "Not executed within a shell."), *P_ATTACH]
 P_WRITE = [P_DRY_RUN, P_FIELD_MANAGER, P_FIELD_VALIDATION]
 P_PATCH = [P_DRY_RUN, P_FIELD_MANAGER, P_FIELD_VALIDATION, P_FORCE]
 
@@ -268,7 +280,7 @@ class _Paths:
     def _add_subresource(self, rt: ResourceType, sub: str, path: str, op_id: str,
                          kind_gvk: Json, params: list[Json]) -> None:
         """status and scale: get/replace/patch; binding and eviction: create; finalize:
-        replace; log: read."""
+        replace; log: read; exec and attach: connect by GET or POST (a WebSocket upgrade)."""
         ops: Json = {}
         what = f"{sub} of the specified {rt.kind}"
         if sub in ("status", "scale"):
@@ -298,6 +310,18 @@ class _Paths:
             op["responses"] = {"200": {"description": "OK", "content": {
                 "text/plain": {"schema": {"type": "string"}}}}}
             ops["get"] = op
+        elif sub in ("exec", "attach"):
+            kind = "PodExecOptions" if sub == "exec" else "PodAttachOptions"
+            gvk = {"group": "", "version": "v1", "kind": kind}
+            rest = op_id[len(self.id_part):]  # "NamespacedPod"
+            for method in ("get", "post"):
+                op = self._op("connect", f"connect {method.upper()} requests to {sub} of {rt.kind}",
+                              f"connect{self.id_part}{method.capitalize()}{rest}"
+                              f"{sub.capitalize()}", gvk,
+                              P_EXEC if sub == "exec" else P_ATTACH, responses={})
+                op["responses"] = {"200": {"description": "OK", "content": {
+                    "*/*": {"schema": {"type": "string"}}}}}
+                ops[method] = op
         else:
             raise ValueError(f"no OpenAPI shape for subresource {sub!r} of {rt.plural}")
         self.paths[path] = {**ops, "parameters": params}

@@ -37,7 +37,7 @@ class ResourceType:
     namespaced: bool
     strategy: Strategy
     #: Subresources besides the object itself: "status", "scale", "binding", "log", "eviction",
-    #: "finalize".
+    #: "finalize", and the connect ones "exec" and "attach".
     subresources: tuple[str, ...] = ()
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
@@ -77,7 +77,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     _core("Namespace", "namespaces", False, namespaces.NamespaceStrategy(),
           subresources=("status", "finalize"), short_names=("ns",)),
     _core("Pod", "pods", True, pods.PodStrategy(),
-          subresources=("status", "binding", "log", "eviction"), short_names=("po",),
+          subresources=("status", "binding", "log", "eviction", "exec", "attach"),
+          short_names=("po",),
           categories=ALL),
     _core("Node", "nodes", False, nodes.NodeStrategy(), subresources=("status",),
           short_names=("no",)),

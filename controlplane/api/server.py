@@ -24,7 +24,7 @@ from ..auth.authn import TokenAuthenticator, User, authenticate
 from ..auth.join import ca_handler, join_handler
 from ..auth.pki import ClusterPKI
 from . import discovery, errors, openapi
-from .handlers import TARGET, USER, VERB, ResourceHandler, dumps
+from .handlers import AGENT_SSL, TARGET, USER, VERB, ResourceHandler, dumps
 from .metrics import ApiMetrics, InstrumentedStore
 from .registry import Registry, WriteOptions
 from .requests import MAX_BODY, Target
@@ -45,6 +45,8 @@ VERSION = {
 PUBLIC = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz", "/healthz/",
                     "/livez/", "/readyz/", "/corral/v1/ca", "/corral/v1/join"})
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Path endings of requests that last as long as the client wants: not counted as in flight.
+_LONG_RUNNING = ("/log", "/exec", "/attach")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -101,6 +103,10 @@ class ApiServer:
         for path in ("/apis", "/apis/"):
             get(path, self._apis)
         if self.pki is not None:
+            # What the API presents to node agents when it proxies logs, exec and attach: the
+            # admin credential, and the agent's serving certificate checked against the CA.
+            app[AGENT_SSL] = self.pki.client_ssl_context(self.pki.admin_cert_pem,
+                                                         self.pki.admin_key_pem)
             get("/corral/v1/ca", ca_handler(self.pki))
             app.router.add_post("/corral/v1/join", join_handler(self.pki))
         app.router.add_route("*", "/api/{path:.*}", self._resource)
@@ -203,7 +209,7 @@ class ApiServer:
     async def _limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Refuse work beyond the in-flight limits instead of queueing it without bound."""
         if request.query.get("watch") in ("true", "1") or "/watch/" in request.path \
-                or request.path.endswith("/log"):
+                or request.path.endswith(_LONG_RUNNING):
             return await handler(request)  # long-running requests are not counted
         mutating = request.method in _MUTATING
         if self.inflight[mutating] >= self.limits[mutating]:

@@ -28,17 +28,22 @@ from runtimekit import (
 
 from nodeagent import images
 from nodeagent.runtime.base import (
+    STDERR,
+    STDOUT,
     ContainerConfig,
     ContainerState,
     ContainerStatus,
     CreateContainerError,
+    ExecSession,
     ImagePullError,
+    LogOptions,
     Mount,
     NotFound,
+    RuntimeFailure,
     SandboxConfig,
     SandboxState,
 )
-from nodeagent.runtime.docker import DockerRuntime, exit_reason, parse_time
+from nodeagent.runtime.docker import Demuxer, DockerRuntime, exit_reason, parse_time
 
 RUN = uuid.uuid4().hex[:12]
 TEST_LABEL = "corral.dev/test"
@@ -54,6 +59,24 @@ def test_parse_time_and_exit_reason() -> None:
     assert exit_reason({"ExitCode": 0}) == "Completed"
     assert exit_reason({"ExitCode": 3}) == "Error"
     assert exit_reason({"ExitCode": 137, "OOMKilled": True}) == "OOMKilled"
+
+
+@pytest.mark.parametrize("chunks, frames, pending", [
+    ([b"\x01\0\0\0\0\0\0\x02hi"], [(STDOUT, b"hi")], 0),
+    ([b"\x02\0\0\0\0\0\0\x03er", b"r\x01\0\0"], [(STDERR, b"err")], 3),
+    ([b"\x01\0\0\0\0\0\0\x01a\x00\0\0\0\0\0\0\x01b"], [(STDOUT, b"a"), (STDOUT, b"b")],
+     0),
+    ([b"\x01\0\0\0", b"\0\0\0\0"], [(STDOUT, b"")], 0),
+])
+def test_demuxer(chunks: list[bytes], frames: list[tuple[int, bytes]], pending: int) -> None:
+    demuxer = Demuxer()
+    assert [f for chunk in chunks for f in demuxer.feed(chunk)] == frames
+    assert demuxer.pending == pending
+
+
+def test_demuxer_refuses_unknown_streams() -> None:
+    with pytest.raises(RuntimeFailure, match="unknown stream 9"):
+        Demuxer().feed(b"\x09\0\0\0\0\0\0\0")
 
 
 # -- the engine --------------------------------------------------------------------------------
@@ -310,3 +333,114 @@ async def test_mini_agent_runs_a_pod_for_real(rt: DockerRuntime, image: str,
     finally:
         for box in await rt.list_sandboxes({"corral.dev/pod-uid": uid}):
             await rt.remove_sandbox(box.id)
+
+
+async def collect(session: ExecSession) -> dict[int, bytes]:
+    got: dict[int, bytes] = {}
+    async for stream, chunk in session.output():
+        got[stream] = got.get(stream, b"") + chunk
+    return got
+
+
+async def running(rt: DockerRuntime, image: str, labels: dict[str, str], *command: str,
+                  **kw: Any) -> str:
+    sid = await rt.run_sandbox(SandboxConfig("u1", "ns", "p", "p", labels=labels))
+    cid = await rt.create_container(sid, ctr("c", image, labels, *command, **kw))
+    await rt.start_container(cid)
+    return cid
+
+
+async def read_logs(rt: DockerRuntime, cid: str, **options: Any) -> bytes:
+    return b"".join([chunk async for chunk in rt.container_logs(cid, LogOptions(**options))])
+
+
+@pytest.mark.privileged
+async def test_logs_tail_since_timestamps_follow(rt: DockerRuntime, image: str, client: Any,
+                                                 labels: dict[str, str]) -> None:
+    cid = await running(rt, image, labels, "sh", "-c",
+                        "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three; read x; "
+                        "echo four; sleep 30",
+                        stdin=True)
+    await wait_for(rt, cid, lambda c: "three" in logs(client, cid))
+    assert await read_logs(rt, cid) == b"one\ntwo\nthree\n"
+    assert await read_logs(rt, cid, tail=2) == b"two\nthree\n"
+    assert await read_logs(rt, cid, tail=0) == b""
+    assert await read_logs(rt, cid, since=time.time() + 3600) == b""
+    stamped = (await read_logs(rt, cid, tail=1, timestamps=True)).decode()
+    stamp, _, line = stamped.partition(" ")
+    assert line == "three\n" and abs(parse_time(stamp) - time.time()) < 60  # type: ignore[operator]
+    # follow: what is written later arrives; stopping early releases the stream.
+    followed = rt.container_logs(cid, LogOptions(follow=True, tail=0))
+    reader = asyncio.ensure_future(anext(followed))
+    await asyncio.sleep(0.3)
+    session = await rt.attach(cid, stdin=True)
+    await session.write_stdin(b"go\n")
+    assert await asyncio.wait_for(reader, 10) == b"four\n"
+    await followed.aclose()  # type: ignore[attr-defined]
+    await session.close()
+    with pytest.raises(NotFound):
+        await read_logs(rt, "no-such-container")
+
+
+@pytest.mark.privileged
+async def test_exec_output_exit_code_and_stdin(rt: DockerRuntime, image: str,
+                                               labels: dict[str, str]) -> None:
+    cid = await running(rt, image, labels, "sleep", "30")
+    session = await rt.exec(cid, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert await collect(session) == {STDOUT: b"out\n", STDERR: b"err\n"}
+    assert await session.wait() == 3
+    await session.close()
+    await session.close()  # idempotent
+
+    session = await rt.exec(cid, ["sh", "-c", "tr a-z A-Z; echo done"], stdin=True)
+    await session.write_stdin(b"hello ")
+    await session.write_stdin(b"world\n")
+    await session.close_stdin()
+    assert await asyncio.wait_for(collect(session), 10) == {STDOUT: b"HELLO WORLD\ndone\n"}
+    assert await session.wait() == 0
+    await session.close()
+
+    # Closing a session whose process still runs kills it.
+    session = await rt.exec(cid, ["sleep", "300"])
+    await asyncio.sleep(0.3)
+    await session.close()
+    assert await asyncio.wait_for(session.wait(), 10) == 137
+
+
+@pytest.mark.privileged
+async def test_exec_with_a_tty_and_in_stopped_containers(rt: DockerRuntime, image: str,
+                                                         labels: dict[str, str]) -> None:
+    cid = await running(rt, image, labels, "sleep", "30")
+    session = await rt.exec(cid, ["sh", "-c", "stty size; echo err >&2"], tty=True)
+    got = await asyncio.wait_for(collect(session), 10)
+    assert list(got) == [STDOUT] and b"err\r\n" in got[STDOUT]  # one stream, a terminal's CRLF
+    assert await session.wait() == 0
+    await session.close()
+
+    session = await rt.exec(cid, ["sh", "-c", "read x; stty size"], stdin=True, tty=True)
+    await session.resize(100, 40)
+    await session.write_stdin(b"\n")
+    got = await asyncio.wait_for(collect(session), 10)
+    assert b"40 100" in got[STDOUT]
+    await session.close()
+
+    await rt.stop_container(cid, timeout=0)
+    with pytest.raises(RuntimeFailure):
+        await rt.exec(cid, ["true"])
+    with pytest.raises(RuntimeFailure, match="not running"):
+        await rt.attach(cid)
+    with pytest.raises(NotFound):
+        await rt.exec("no-such-container", ["true"])
+
+
+@pytest.mark.privileged
+async def test_attach_to_the_main_process(rt: DockerRuntime, image: str,
+                                          labels: dict[str, str]) -> None:
+    cid = await running(rt, image, labels, "sh", "-c",
+                        "read line; echo got $line; echo bye >&2; exit 4", stdin=True)
+    session = await rt.attach(cid, stdin=True)
+    await session.write_stdin(b"ping\n")
+    got = await asyncio.wait_for(collect(session), 10)
+    assert got == {STDOUT: b"got ping\n", STDERR: b"bye\n"}
+    assert await asyncio.wait_for(session.wait(), 10) == 4
+    await session.close()

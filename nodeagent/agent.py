@@ -1,0 +1,461 @@
+"""The node agent: the kubelet of Corral, talking only to the API.
+
+What it does, in the order ``run`` starts it:
+
+1. Registers its Node (capacity from the host, addresses, labels and taints from its config,
+   the port of its server in ``daemonEndpoints``) or, when the Node exists (a restart), posts its
+   status again. Then it heartbeats: its Lease every 10 s (``heartbeat``), and the Ready
+   condition again whenever a renewal gets through after failures.
+2. Waits for the node's ``podCIDR`` when its runtime needs one (the pod network), then builds
+   the runtime through ``runtime_factory``: the composition root decides Docker or processes,
+   bridge or not.
+3. Watches the Pods bound to it (``fieldSelector=spec.nodeName=<node>``, failing over between
+   controllers like any client) into a work queue; ``reconcile(key)`` syncs one pod through the
+   ``PodWorker`` and patches its status when it changed. Pods being deleted are stopped
+   (grace period honoured) in a task of their own and then deleted for good (grace 0, uid
+   precondition), as the kubelet finishes a graceful deletion.
+4. Relists the runtime every second (the kubelet's PLEG): a pod whose containers changed state
+   (a crash, a kill from outside) is queued at once; runtime objects of no pod it knows (a pod
+   force-deleted, or deleted while the agent was down) are removed. Every pod is also resynced
+   every ``sync_period``.
+
+The agent keeps no state of its own across restarts: labels on runtime objects tell which pod,
+container, attempt and spec each one is, so a restarted agent adopts what runs (nothing is
+restarted) and reports the same status. While the control plane is unreachable the pods keep
+running; the informer and the status writes retry and the status converges when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import shutil
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controlplane.client import (
+    CONFIGMAPS,
+    NODES,
+    PODS,
+    SECRETS,
+    AlreadyExists,
+    ApiClient,
+    ApiError,
+    Conflict,
+    FuncHandler,
+    Informer,
+    NotFound,
+    Requeue,
+    WorkQueue,
+    key_of,
+    run_workers,
+)
+from controlplane.client.events import EventRecorder
+from controlplane.client.tasks import spawn
+from nodeagent.heartbeat import RENEW_SECONDS, now_rfc3339, post_node_status, renew_lease
+from nodeagent.podsync import is_terminating
+from nodeagent.podworker import PodWorker, grace_seconds
+from nodeagent.probes import ProbeEvent, ProbeManager
+from nodeagent.runtime.base import (
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    LABEL_POD_UID,
+    Runtime,
+)
+from nodeagent.volumes import VolumeManager
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+COMPONENT = "kubelet"
+AGENT_VERSION = "v1.32.0-corral"
+#: The kubelet's default --max-pods.
+MAX_PODS = 110
+#: The same Event (pod, reason, message) is not repeated sooner than this.
+EVENT_REPEAT_SECONDS = 300.0
+#: Runtime objects of an unknown pod get this long to stop before removal.
+STRAY_STOP_SECONDS = 2.0
+
+#: Builds the runtime once the Node is registered (the Node has its podCIDR by then, when
+#: ``AgentConfig.needs_pod_cidr``).
+RuntimeFactory = Callable[[Obj], Awaitable[Runtime]]
+#: Starts the agent's server (logs, exec) over the runtime; returns the port it listens on.
+ServerStarter = Callable[[Runtime], Awaitable[int]]
+
+
+@dataclass
+class AgentConfig:
+    node_name: str
+    data_dir: Path
+    #: The node's address (InternalIP): where its pods' hostIP and its server are.
+    node_ip: str = "127.0.0.1"
+    labels: dict[str, str] = field(default_factory=dict)
+    #: Registered with the Node (only at creation, as the kubelet's --register-with-taints).
+    taints: list[Obj] = field(default_factory=list)
+    #: Let a failed pull use the image present on the node (labs without a registry).
+    image_fallback: bool = False
+    #: Wait for node IPAM's podCIDR before starting pods (the bridge network needs it).
+    needs_pod_cidr: bool = False
+    sync_period: float = 10.0
+    relist_period: float = 1.0
+    renew_period: float = RENEW_SECONDS
+    workers: int = 16
+    container_runtime_version: str = "docker://unknown"
+    #: ``cpu``/``memory``/``pods`` to report instead of the host's (tests, labs).
+    capacity: dict[str, str] | None = None
+
+
+def host_capacity(data_dir: Path) -> dict[str, str]:
+    """What the host offers, as the kubelet reports it: cores, memory in Ki, ephemeral storage
+    of the filesystem holding ``data_dir``, and the pod limit."""
+    memory_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory_kib = int(line.split()[1])
+    except OSError:
+        pass
+    usage = shutil.disk_usage(data_dir if data_dir.exists() else "/")
+    return {"cpu": str(os.cpu_count() or 1), "memory": f"{memory_kib}Ki",
+            "ephemeral-storage": f"{usage.total // 1024}Ki", "pods": str(MAX_PODS)}
+
+
+def node_status(config: AgentConfig) -> Obj:
+    """The Node status the agent posts: capacity, Ready and the pressure conditions, addresses,
+    its server's port, what it runs on."""
+    capacity = config.capacity or host_capacity(config.data_dir)
+    now = now_rfc3339()
+
+    def condition(kind: str, status: str, reason: str, message: str) -> Obj:
+        return {"type": kind, "status": status, "reason": reason, "message": message,
+                "lastHeartbeatTime": now, "lastTransitionTime": now}
+
+    status: Obj = {
+        "capacity": capacity, "allocatable": capacity,
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory",
+                      "kubelet has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure",
+                      "kubelet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID",
+                      "kubelet has sufficient PID available"),
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "addresses": [{"type": "InternalIP", "address": config.node_ip},
+                      {"type": "Hostname", "address": config.node_name}],
+        "nodeInfo": {"kubeletVersion": AGENT_VERSION, "kubeProxyVersion": "",
+                     "containerRuntimeVersion": config.container_runtime_version,
+                     "operatingSystem": "linux", "architecture": _arch(),
+                     "osImage": _os_image(), "kernelVersion": platform.release(),
+                     "machineID": "", "systemUUID": "", "bootID": ""},
+    }
+    return status
+
+
+def _arch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _os_image() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def node_object(config: AgentConfig) -> Obj:
+    labels = {"kubernetes.io/hostname": config.node_name, "kubernetes.io/os": "linux",
+              "kubernetes.io/arch": _arch(), **config.labels}
+    node: Obj = {"apiVersion": "v1", "kind": "Node",
+                 "metadata": {"name": config.node_name, "labels": labels},
+                 "spec": {}, "status": node_status(config)}
+    if config.taints:
+        node["spec"]["taints"] = list(config.taints)
+    return node
+
+
+class ApiLookup:
+    """ConfigMaps and Secrets for env and volumes, read from the API when a container starts."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
+
+    async def get(self, resource: str, namespace: str, name: str) -> Obj | None:
+        res = {"configmaps": CONFIGMAPS, "secrets": SECRETS}[resource]
+        try:
+            return await self._client.get(res, namespace, name)
+        except NotFound:
+            return None
+
+
+class Agent:
+    """One node's agent. ``run()`` until cancelled; ``ready`` is set once pods are served."""
+
+    def __init__(self, client: ApiClient, config: AgentConfig,
+                 runtime_factory: RuntimeFactory, *,
+                 start_server: ServerStarter | None = None) -> None:
+        self.client = client
+        self.config = config
+        self._runtime_factory = runtime_factory
+        self._start_server = start_server
+        self.runtime: Runtime | None = None
+        self.worker: PodWorker | None = None
+        self.node: Obj = {}
+        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={config.node_name}",
+                             resync=config.sync_period)
+        self.pods.add_handler(FuncHandler(self._queue_pod, lambda old, new: self._queue_pod(new),
+                                          self._queue_pod))
+        self.queue = WorkQueue()
+        self._events = EventRecorder(client, COMPONENT, host=config.node_name)
+        self._recent_events: dict[tuple[str, str, str], float] = {}
+        #: key -> uid of pods this agent has seen (to clean up after they leave the API).
+        self._uids: dict[str, str] = {}
+        self._terminating: dict[str, asyncio.Task[None]] = {}
+        self._fingerprints: dict[str, Any] = {}
+        self.ready = asyncio.Event()
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._register()
+        heartbeat = spawn(self._heartbeat(), name="node heartbeat")
+        tasks: list[asyncio.Task[Any]] = [heartbeat]
+        try:
+            self.node = await self._wait_for_node()
+            self.runtime = await self._runtime_factory(self.node)
+            if self._start_server is not None:
+                await self._publish_port(await self._start_server(self.runtime))
+            volumes = VolumeManager(self.config.data_dir / "pods", ApiLookup(self.client))
+            probes = ProbeManager(self.runtime, on_change=self._queue_uid,
+                                  on_event=self._probe_event)
+            self.worker = PodWorker(
+                self.runtime, node_name=self.config.node_name, host_ip=self.config.node_ip,
+                lookup=ApiLookup(self.client), volumes=volumes, probes=probes,
+                emit=self.emit, image_fallback=self.config.image_fallback,
+                container_id_prefix=self.config.container_runtime_version.split("://")[0]
+                + "://")
+            tasks.append(spawn(self.pods.run(), name="agent pods informer"))
+            await self.pods.synced.wait()
+            tasks.append(spawn(self._relist(), name="agent relist"))
+            self.ready.set()
+            log.info("agent %s: serving pods", self.config.node_name)
+            await run_workers("agent", self.queue, self.reconcile, workers=self.config.workers)
+        finally:
+            self.queue.shut_down()
+            for task in [*tasks, *self._terminating.values()]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._terminating.values(), return_exceptions=True)
+            if self.worker is not None:
+                await self.worker.probes.aclose()
+
+    async def _register(self) -> None:
+        """Create the Node, or (it exists: a restart) post its status and labels; retried
+        until the API answers."""
+        delay = 0.5
+        while True:
+            try:
+                node = node_object(self.config)
+                try:
+                    await self.client.create(NODES, "", node)
+                    log.info("agent: registered node %s", self.config.node_name)
+                except AlreadyExists:
+                    await self.client.patch(NODES, "", self.config.node_name,
+                                            {"metadata": {"labels": node["metadata"]["labels"]}})
+                    await post_node_status(self.client, self.config.node_name, node["status"])
+                await renew_lease(self.client, self.config.node_name)
+                return
+            except (ApiError, OSError) as exc:
+                log.warning("agent: cannot register node %s yet: %s", self.config.node_name,
+                            getattr(exc, "message", exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _wait_for_node(self) -> Obj:
+        while True:
+            try:
+                node = await self.client.get(NODES, "", self.config.node_name)
+            except (ApiError, OSError) as exc:
+                log.info("agent: reading node: %s", getattr(exc, "message", exc))
+            else:
+                if not self.config.needs_pod_cidr or (node.get("spec") or {}).get("podCIDR"):
+                    return node
+            await asyncio.sleep(0.25)
+
+    async def _publish_port(self, port: int) -> None:
+        """Tell the API where the server is (``daemonEndpoints``: pods/log and exec go there)."""
+        status = {"daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}
+        while True:
+            try:
+                await post_node_status(self.client, self.config.node_name, status)
+                return
+            except (ApiError, OSError) as exc:
+                log.info("agent: publishing the server port: %s", getattr(exc, "message", exc))
+                await asyncio.sleep(1.0)
+
+    async def _heartbeat(self) -> None:
+        missed = False
+        while True:
+            await asyncio.sleep(self.config.renew_period)
+            try:
+                await renew_lease(self.client, self.config.node_name)
+                if missed:
+                    await post_node_status(self.client, self.config.node_name,
+                                           node_status(self.config))
+                    log.warning("agent: control plane reachable again; node status posted")
+                missed = False
+            except (ApiError, OSError) as exc:
+                if not missed:
+                    log.warning("agent: lease not renewed: %s", getattr(exc, "message", exc))
+                missed = True
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def _queue_pod(self, pod: Obj) -> None:
+        self.queue.add(key_of(pod))
+
+    def _queue_uid(self, uid: str) -> None:
+        for key, known in self._uids.items():
+            if known == uid:
+                self.queue.add(key)
+                return
+
+    async def reconcile(self, key: str) -> None:
+        worker = self.worker
+        assert worker is not None
+        pod = self.pods.get(key)
+        if pod is None:
+            uid = self._uids.pop(key, None)
+            if uid is not None and uid not in self._terminating:
+                await worker.remove(uid)
+            return
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        old_uid = self._uids.get(key)
+        if old_uid is not None and old_uid != uid and old_uid not in self._terminating:
+            await worker.remove(old_uid)  # a new pod under the name of one that went
+        self._uids[key] = uid
+        if meta.get("deletionTimestamp"):
+            if uid not in self._terminating:
+                self._terminating[uid] = spawn(self._finish_deletion(pod),
+                                               name=f"terminate {key}")
+            return
+        if is_terminating(pod):
+            await worker.stop(pod)
+            return
+        result = await worker.sync(pod)
+        await self._write_status(pod, result.status)
+        if result.requeue_after is not None:
+            raise Requeue(result.requeue_after)
+
+    async def _write_status(self, pod: Obj, status: Obj) -> None:
+        old = pod.get("status") or {}
+        if all(old.get(k) == v for k, v in status.items()):
+            return
+        meta = pod["metadata"]
+        try:
+            await self.client.patch(PODS, meta["namespace"], meta["name"], {"status": status},
+                                    patch_type="merge", subresource="status")
+        except NotFound:
+            pass  # deleted meanwhile: the informer will tell
+
+    async def _finish_deletion(self, pod: Obj) -> None:
+        """Stop the pod within its grace period, report it, then delete it for good."""
+        meta = pod["metadata"]
+        worker = self.worker
+        assert worker is not None
+        try:
+            status = await worker.terminate(pod, grace_seconds(pod))
+            for attempt in range(30):
+                try:
+                    await self._write_status(pod, status)
+                    await self.client.delete(PODS, meta["namespace"], meta["name"],
+                                             grace_period=0, uid=meta["uid"])
+                    break
+                except (NotFound, Conflict):
+                    break  # gone already, or another pod now has the name
+                except (ApiError, OSError) as exc:
+                    log.info("agent: finishing deletion of %s/%s: %s", meta["namespace"],
+                             meta["name"], getattr(exc, "message", exc))
+                    await asyncio.sleep(min(2 ** attempt * 0.2, 5.0))
+            await worker.remove(meta["uid"])
+        finally:
+            self._terminating.pop(meta["uid"], None)
+
+    # -- the runtime's side ----------------------------------------------------------------
+
+    async def _relist(self) -> None:
+        """PLEG: every ``relist_period``, queue the pods whose runtime objects changed and
+        remove the objects of pods this agent does not know."""
+        runtime = self.runtime
+        assert runtime is not None
+        while True:
+            try:
+                await self._relist_once(runtime)
+            except Exception:  # noqa: BLE001 - one bad relist must not end the agent
+                log.exception("agent: relisting the runtime failed")
+            await asyncio.sleep(self.config.relist_period)
+
+    async def _relist_once(self, runtime: Runtime) -> None:
+        boxes, ctrs = await asyncio.gather(runtime.list_sandboxes(),
+                                           runtime.list_containers())
+        seen: dict[str, list[Any]] = {}
+        where: dict[str, tuple[str, str]] = {}
+        for obj in [*boxes, *ctrs]:
+            uid = obj.labels.get(LABEL_POD_UID, "")
+            state = getattr(obj, "state", None)
+            seen.setdefault(uid, []).append((obj.id, str(state)))
+            where[uid] = (obj.labels.get(LABEL_POD_NAMESPACE, ""),
+                          obj.labels.get(LABEL_POD_NAME, ""))
+        known = {p["metadata"]["uid"] for p in self.pods.list()}
+        for uid, states in seen.items():
+            fingerprint = sorted(states)
+            changed = self._fingerprints.get(uid) != fingerprint
+            self._fingerprints[uid] = fingerprint
+            if uid in known:
+                if changed:
+                    namespace, name = where[uid]
+                    self.queue.add(f"{namespace}/{name}")
+            elif uid not in self._terminating and self.worker is not None:
+                log.info("agent: removing runtime objects of unknown pod %s/%s (%s)",
+                         *where[uid], uid)
+                await self.worker.remove(uid)
+        for uid in list(self._fingerprints):
+            if uid not in seen:
+                del self._fingerprints[uid]
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def emit(self, pod: Obj, type_: str, reason: str, message: str) -> None:
+        """An Event about ``pod``, unless the same one was recorded recently."""
+        now = time.monotonic()
+        key = (pod["metadata"].get("uid", ""), reason, message)
+        last = self._recent_events.get(key)
+        if last is not None and now - last < EVENT_REPEAT_SECONDS:
+            return
+        self._recent_events[key] = now
+        if len(self._recent_events) > 10_000:
+            cutoff = now - EVENT_REPEAT_SECONDS
+            self._recent_events = {k: t for k, t in self._recent_events.items() if t > cutoff}
+        ref = {"apiVersion": "v1", "kind": "Pod", "metadata": pod["metadata"]}
+        await self._events.record(ref, type_, reason, message)
+
+    def _probe_event(self, event: ProbeEvent) -> None:
+        pod = next((p for p in self.pods.list() if p["metadata"]["uid"] == event.pod_uid), None)
+        if pod is not None:
+            spawn(self.emit(pod, event.type, event.reason, event.message), name="probe event")
+
+
+def default_node_name() -> str:
+    return socket.gethostname().lower()

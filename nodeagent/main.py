@@ -1,0 +1,256 @@
+"""``corral agent``: the node agent as a process, and the choices it shares with ``corral up``:
+which runtime (Docker when an engine answers, else processes), which pod network (Corral's
+bridge when root, else Docker's own), and the agent's server.
+
+The runtime is built once the Node is registered (``Agent`` calls ``RuntimeChoice.factory``
+with the Node): the bridge network needs the podCIDR that node IPAM gives the Node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlplane.client import ApiClient
+from nodeagent import images
+from nodeagent.agent import Agent, AgentConfig, RuntimeFactory, default_node_name
+from nodeagent.network import BridgeNetwork, PodNetworkError
+from nodeagent.runtime.base import Runtime
+from nodeagent.runtime.docker import DockerRuntime
+from nodeagent.runtime.process import ProcessRuntime
+from nodeagent.server import AgentServer, serving_ssl_context
+
+log = logging.getLogger(__name__)
+
+#: The kubelet's port.
+DEFAULT_SERVER_PORT = 10250
+#: Threads for blocking runtime calls: a stop waits out a grace period in one of them, so
+#: asyncio's default (cores + 4) would let a few slow stops hold every pod's sync.
+RUNTIME_THREADS = 64
+
+RUNTIMES = ("auto", "docker", "process")
+POD_NETWORKS = ("auto", "bridge", "docker")
+
+
+class AgentSetupError(Exception):
+    """The agent cannot start as configured; the message says why, in one line."""
+
+
+@dataclass
+class RuntimeChoice:
+    name: str
+    #: For the Node's nodeInfo.containerRuntimeVersion, e.g. ``docker://28.2.2``.
+    version: str
+    factory: RuntimeFactory
+    #: The pod network needs the Node's podCIDR before pods start.
+    needs_pod_cidr: bool
+    #: What was chosen and why, for the user.
+    summary: str
+
+
+def _docker_client() -> Any | None:
+    try:
+        return images.docker_client()
+    except images.BaseImageError:
+        return None
+
+
+def bridge_possible() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None and \
+        shutil.which("nsenter") is not None
+
+
+def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
+                   cluster_cidr: str | None = None,
+                   progress: Callable[[str], None] = lambda _: None) -> RuntimeChoice:
+    """The runtime and pod network for ``runtime``/``pod_network`` ("auto": the best that
+    works here). Raises AgentSetupError for a choice this host cannot honour."""
+    if runtime not in RUNTIMES:
+        raise AgentSetupError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if pod_network not in POD_NETWORKS:
+        raise AgentSetupError(f"--pod-network must be one of {', '.join(POD_NETWORKS)}, "
+                              f"not {pod_network!r}")
+    client = _docker_client() if runtime in ("auto", "docker") else None
+    if client is None:
+        if runtime == "docker":
+            raise AgentSetupError("no Docker engine answers (is dockerd running?)")
+        state = data_dir / "process-runtime"
+
+        async def processes(node: dict[str, Any]) -> Runtime:
+            return ProcessRuntime(state)
+
+        return RuntimeChoice("process", "process://corral", processes, False,
+                             "processes on the host (no Docker engine answered); pods share "
+                             "the host's network")
+    version = str(client.version().get("Version", "unknown"))
+    use_bridge = pod_network == "bridge" or (pod_network == "auto" and bridge_possible())
+    if pod_network == "bridge" and not bridge_possible():
+        raise AgentSetupError("--pod-network bridge needs root, iproute2 and nsenter")
+
+    async def docker(node: dict[str, Any]) -> Runtime:
+        if not await asyncio.to_thread(_image_present, client, images.DEFAULT_TAG):
+            progress(f"building the base image {images.DEFAULT_TAG} from busybox-static")
+            await asyncio.to_thread(images.build_base_image, client, images.DEFAULT_TAG)
+        network = None
+        if use_bridge:
+            pod_cidr = (node.get("spec") or {}).get("podCIDR")
+            network = BridgeNetwork(pod_cidr, data_dir / "network", cluster_cidr=cluster_cidr)
+            try:
+                await network.setup()
+            except PodNetworkError as exc:
+                raise AgentSetupError(f"pod network: {exc}") from None
+            progress(f"pod network: bridge {network.bridge} {network.gateway} "
+                     f"(podCIDR {pod_cidr})")
+        return DockerRuntime(client, sandbox_image=images.DEFAULT_TAG, network=network)
+
+    how = "Corral's bridge corral0 on the node's podCIDR" if use_bridge else \
+        "Docker's bridge network"
+    return RuntimeChoice("docker", f"docker://{version}", docker, use_bridge,
+                         f"Docker {version}; pod network: {how}")
+
+
+def _image_present(client: Any, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def detect_node_ip() -> str:
+    """The address of the interface of the default route (no packet is sent: a UDP socket's
+    connect only picks a source); loopback when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never reached
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def server_starter(ssl_context: ssl.SSLContext, host: str, port: int,
+                   servers: list[AgentServer]) -> Callable[[Runtime], Awaitable[int]]:
+    """Starts the agent's server over the runtime once it exists; ``servers`` collects it for
+    the caller to stop."""
+    async def start(runtime: Runtime) -> int:
+        server = AgentServer(runtime, ssl_context)
+        bound = await server.start(host, port)
+        servers.append(server)
+        return bound
+    return start
+
+
+def use_runtime_threads() -> None:
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime"))
+
+
+# -- corral agent ------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="corral agent",
+        description="Run the node agent: register this host as a Node and run the Pods bound "
+        "to it.")
+    p.add_argument("--kubeconfig", type=Path, required=True,
+                   help="the node's credential (from `corral join`-style bootstrap or an admin)")
+    p.add_argument("--tls-cert-file", type=Path, required=True,
+                   help="the agent server's certificate, signed by the cluster CA")
+    p.add_argument("--tls-private-key-file", type=Path, required=True)
+    p.add_argument("--client-ca-file", type=Path, required=True,
+                   help="the cluster CA: callers of the agent's server must present a "
+                   "certificate it signed")
+    p.add_argument("--node-name", default=default_node_name())
+    p.add_argument("--node-ip", default="", help="the node's address (default: the address "
+                   "of the default route's interface)")
+    p.add_argument("--data-dir", type=Path, default=Path("/var/lib/corral/agent"))
+    p.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT,
+                   help="the agent server's port (default %(default)s; 0: any free port)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES)
+    p.add_argument("--pod-network", default="auto", choices=POD_NETWORKS)
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--register-with-taint", action="append", default=[],
+                   metavar="KEY=VALUE:EFFECT")
+    p.add_argument("--image-pull-fallback", action="store_true",
+                   help="when a pull fails, use the image present on the node (labs without "
+                   "a registry) and say so in a Warning Event")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AgentSetupError(f"--node-label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def parse_taints(items: list[str]) -> list[dict[str, str]]:
+    taints = []
+    for item in items:
+        spec, sep, effect = item.rpartition(":")
+        key, _, value = spec.partition("=")
+        if not sep or not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise AgentSetupError(f"--register-with-taint {item!r}: expected "
+                                  "KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute")
+        taints.append({"key": key, **({"value": value} if value else {}), "effect": effect})
+    return taints
+
+
+async def run_agent(args: argparse.Namespace) -> None:
+    use_runtime_threads()
+    node_ip = args.node_ip or detect_node_ip()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    choice = choose_runtime(args.runtime, args.pod_network, args.data_dir,
+                            cluster_cidr=args.cluster_cidr, progress=log.warning)
+    log.warning("runtime: %s", choice.summary)
+    config = AgentConfig(
+        node_name=args.node_name, data_dir=args.data_dir, node_ip=node_ip,
+        labels=parse_labels(args.node_label), taints=parse_taints(args.register_with_taint),
+        image_fallback=args.image_pull_fallback, needs_pod_cidr=choice.needs_pod_cidr,
+        container_runtime_version=choice.version)
+    try:
+        tls = serving_ssl_context(args.client_ca_file.read_bytes(), args.tls_cert_file,
+                                  args.tls_private_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise AgentSetupError(f"the server's TLS files: {exc}") from None
+    servers: list[AgentServer] = []
+    async with ApiClient.from_kubeconfig(args.kubeconfig, user_agent="corral-agent") as client:
+        agent = Agent(client, config, choice.factory,
+                      start_server=server_starter(tls, node_ip, args.port, servers))
+        try:
+            await agent.run()
+        finally:
+            for server in servers:
+                await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_agent(args))
+    except KeyboardInterrupt:
+        return 0
+    except AgentSetupError as exc:
+        sys.stderr.write(f"corral agent: {exc}\n")
+        return 2
+    return 0
