@@ -8,6 +8,7 @@ USAGE = """usage: corral <command> [args]
 
 commands:
   up             a one-machine cluster in the foreground: controller + agent (corral up --help)
+  down           remove the pods and pod network `corral up` left (corral down --help)
   agent          run the node agent on this host (corral agent --help)
   controller     run one controller: store member + Kubernetes API (corral controller --help)
   store serve    run one member of the replicated store (see: corral store serve --help)
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from controlplane.up import main as up
 
         return up(args[1:])
+    if args[:1] == ["down"]:
+        from controlplane.up import down_main
+
+        return down_main(args[1:])
     if args[:1] == ["agent"]:
         from nodeagent.main import main as agent
 

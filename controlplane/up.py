@@ -10,7 +10,10 @@ this process, state under ``--data-dir``:
 
 A second ``corral up`` on the same directory resumes the same cluster: same CA, same objects,
 and the agent adopts the pods that kept running (stopping ``corral up`` stops the control
-plane and the agent, not the pods, as stopping a kubelet does; ``corral down`` removes them).
+plane and the agent, not the pods, as stopping a kubelet does). ``corral down`` removes the
+pods' containers and the pod network (``--purge``: the data directory too). One ``corral up``
+at a time holds a directory (an exclusive lock on ``<data-dir>/lock``); ``corral down`` refuses
+while it is held.
 
 This is a composition root: it is the one module besides ``cli.py`` that wires the control
 plane and the node agent together (tests/test_layering.py exempts it).
@@ -20,26 +23,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import logging
+import shutil
 import signal
 import ssl
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from controlplane.auth.authn import NODE_USER_PREFIX, NODES_GROUP
 from controlplane.auth.pki import ClusterPKI, PKIError, write_atomic
 from controlplane.client import ApiClient
 from controlplane.controller import Controller, ControllerConfig, ensure_raft_secret
+from controlplane.controllers.nodeipam import CLUSTER_CIDR
 from nodeagent.agent import Agent, AgentConfig, default_node_name
 from nodeagent.main import (
     POD_NETWORKS,
     RUNTIMES,
     AgentSetupError,
     choose_runtime,
+    remove_pods_and_network,
     server_starter,
     use_runtime_threads,
 )
+from nodeagent.network.bridge import DEFAULT_BRIDGE
 from nodeagent.server import AgentServer, serving_ssl_context
 from raftstore.durability import CorruptDataError
 from raftstore.raft import ConfigError, RaftConfig
@@ -66,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="docker, process, or auto: Docker when an engine answers")
     p.add_argument("--pod-network", default="auto", choices=POD_NETWORKS,
                    help="bridge (corral0, needs root), docker, or auto")
+    p.add_argument("--cluster-cidr", default=CLUSTER_CIDR,
+                   help="the pods' network; the node gets a /24 of it (default %(default)s)")
+    p.add_argument("--bridge", default=DEFAULT_BRIDGE,
+                   help="the pods' bridge (default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -85,9 +99,30 @@ def _raft_secret(data_dir: Path) -> str:
     return ensure_raft_secret(data_dir).read_text().strip()
 
 
+class Busy(Exception):
+    """Another ``corral up`` holds the data directory."""
+
+
+@contextlib.contextmanager
+def holding(data_dir: Path) -> Iterator[None]:
+    """The data directory's lock for as long as the block runs (released if the process dies)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"a corral up is running on {data_dir}") from None
+        yield
+
+
 async def up(args: argparse.Namespace) -> None:
-    progress = Progress()
     data_dir: Path = args.data_dir.resolve()
+    with holding(data_dir):
+        await _up(args, data_dir)
+
+
+async def _up(args: argparse.Namespace, data_dir: Path) -> None:
+    progress = Progress()
     resumed = (data_dir / "pki" / "ca.crt").exists()
     progress(("resuming the cluster in " if resumed else "creating a cluster in ") + str(data_dir))
     use_runtime_threads()
@@ -97,7 +132,7 @@ async def up(args: argparse.Namespace) -> None:
         listen_api=args.listen_api,
         raft=RaftConfig(address=args.listen_peer, peers=[], data_dir=controller_dir,
                         secret=_raft_secret(controller_dir)),
-        pki_dir=data_dir / "pki", kubeconfig=kubeconfig))
+        pki_dir=data_dir / "pki", kubeconfig=kubeconfig, cluster_cidr=args.cluster_cidr))
     await controller.start()
     servers: list[AgentServer] = []
     try:
@@ -107,7 +142,8 @@ async def up(args: argparse.Namespace) -> None:
         agent_dir = data_dir / "agent"
         agent_dir.mkdir(parents=True, exist_ok=True)
         choice = choose_runtime(args.runtime, args.pod_network, agent_dir,
-                                cluster_cidr=controller.config.cluster_cidr, progress=progress)
+                                cluster_cidr=args.cluster_cidr, bridge=args.bridge,
+                                progress=progress)
         progress(f"runtime: {choice.summary}")
         tls = _agent_tls(pki, args.node_name, agent_dir)
         node_ssl = _node_client_ssl(pki, args.node_name)
@@ -188,10 +224,47 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(up(args))
-    except (AgentSetupError, ConfigError, CorruptDataError, PKIError) as exc:
+    except (AgentSetupError, Busy, ConfigError, CorruptDataError, PKIError) as exc:
         sys.stderr.write(f"corral up: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+# -- corral down -------------------------------------------------------------------------------
+
+def build_down_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="corral down",
+        description="Remove what `corral up` left running on this machine: the pods' "
+        "containers and the pod network. The cluster's state stays (unless --purge).")
+    p.add_argument("--data-dir", type=Path, default=Path("corral-data"))
+    p.add_argument("--purge", action="store_true",
+                   help="also delete the data directory: the cluster is gone for good")
+    return p
+
+
+async def down(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir.resolve()
+    if not data_dir.is_dir():
+        raise AgentSetupError(f"{data_dir} is not a corral data directory")
+    with holding(data_dir):
+        removed = await remove_pods_and_network(data_dir / "agent")
+        sys.stdout.write(f"removed {removed} pod sandboxes and the pod network\n")
+        if args.purge:
+            shutil.rmtree(data_dir)
+            sys.stdout.write(f"deleted {data_dir}\n")
+    return 0
+
+
+def down_main(argv: list[str] | None = None) -> int:
+    args = build_down_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(down(args))
+    except (AgentSetupError, Busy) as exc:
+        sys.stderr.write(f"corral down: {exc}\n")
+        return 2
 

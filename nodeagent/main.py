@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ from controlplane.client import ApiClient
 from nodeagent import images
 from nodeagent.agent import Agent, AgentConfig, RuntimeFactory, default_node_name
 from nodeagent.network import BridgeNetwork, PodNetworkError
+from nodeagent.network.bridge import DEFAULT_BRIDGE
 from nodeagent.runtime.base import Runtime
 from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.process import ProcessRuntime
@@ -40,6 +42,9 @@ DEFAULT_SERVER_PORT = 10250
 RUNTIME_THREADS = 64
 
 RUNTIMES = ("auto", "docker", "process")
+#: Under the agent's data dir: the pod network's state (IPAM, what was set up) and
+#: ProcessRuntime's.
+NETWORK_DIR, NETWORK_FILE, PROCESS_DIR = "network", "network.json", "process-runtime"
 POD_NETWORKS = ("auto", "bridge", "docker")
 
 
@@ -72,7 +77,7 @@ def bridge_possible() -> bool:
 
 
 def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
-                   cluster_cidr: str | None = None,
+                   cluster_cidr: str | None = None, bridge: str = DEFAULT_BRIDGE,
                    progress: Callable[[str], None] = lambda _: None) -> RuntimeChoice:
     """The runtime and pod network for ``runtime``/``pod_network`` ("auto": the best that
     works here). Raises AgentSetupError for a choice this host cannot honour."""
@@ -85,7 +90,7 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
     if client is None:
         if runtime == "docker":
             raise AgentSetupError("no Docker engine answers (is dockerd running?)")
-        state = data_dir / "process-runtime"
+        state = data_dir / PROCESS_DIR
 
         async def processes(node: dict[str, Any]) -> Runtime:
             return ProcessRuntime(state)
@@ -105,7 +110,10 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
         network = None
         if use_bridge:
             pod_cidr = (node.get("spec") or {}).get("podCIDR")
-            network = BridgeNetwork(pod_cidr, data_dir / "network", cluster_cidr=cluster_cidr)
+            network = BridgeNetwork(pod_cidr, data_dir / NETWORK_DIR, bridge=bridge,
+                                    cluster_cidr=cluster_cidr)
+            _save_network(data_dir, {"podCIDR": pod_cidr, "clusterCIDR": cluster_cidr,
+                                     "bridge": bridge})
             try:
                 await network.setup()
             except PodNetworkError as exc:
@@ -114,10 +122,50 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
                      f"(podCIDR {pod_cidr})")
         return DockerRuntime(client, sandbox_image=images.DEFAULT_TAG, network=network)
 
-    how = "Corral's bridge corral0 on the node's podCIDR" if use_bridge else \
+    how = f"Corral's bridge {bridge} on the node's podCIDR" if use_bridge else \
         "Docker's bridge network"
     return RuntimeChoice("docker", f"docker://{version}", docker, use_bridge,
                          f"Docker {version}; pod network: {how}")
+
+
+def _save_network(data_dir: Path, config: dict[str, Any]) -> None:
+    """What the pod network was set up with, for ``remove_pods_and_network`` (written whole:
+    a temporary file renamed over the old one)."""
+    path = data_dir / NETWORK_DIR / NETWORK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config))
+    os.replace(tmp, path)
+
+
+async def remove_pods_and_network(data_dir: Path) -> int:
+    """What ``corral down`` does on the node: remove every sandbox and container the agent
+    made (Docker, or processes) and the bridge with its NAT rule. Returns how many sandboxes
+    were removed. The agent must not be running."""
+    runtimes: list[Runtime] = []
+    network = None
+    saved = data_dir / NETWORK_DIR / NETWORK_FILE
+    if saved.exists():
+        config = json.loads(saved.read_text())
+        network = BridgeNetwork(config["podCIDR"], data_dir / NETWORK_DIR,
+                                bridge=config.get("bridge", DEFAULT_BRIDGE),
+                                cluster_cidr=config.get("clusterCIDR"))
+    client = _docker_client()
+    if client is not None:
+        runtimes.append(DockerRuntime(client, network=network))
+    if (data_dir / PROCESS_DIR).exists():
+        runtimes.append(ProcessRuntime(data_dir / PROCESS_DIR))
+    removed = 0
+    for runtime in runtimes:
+        for box in await runtime.list_sandboxes():
+            await runtime.remove_sandbox(box.id)
+            removed += 1
+        for ctr in await runtime.list_containers():
+            await runtime.remove_container(ctr.id)
+    if network is not None:
+        await network.teardown()
+        saved.unlink()
+    return removed
 
 
 def _image_present(client: Any, tag: str) -> bool:
@@ -181,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the agent server's port (default %(default)s; 0: any free port)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES)
     p.add_argument("--pod-network", default="auto", choices=POD_NETWORKS)
-    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16",
+                   help="the cluster's pod network (traffic leaving it is masqueraded)")
+    p.add_argument("--bridge", default=DEFAULT_BRIDGE, help="the pods' bridge")
     p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--register-with-taint", action="append", default=[],
                    metavar="KEY=VALUE:EFFECT")
@@ -219,7 +269,8 @@ async def run_agent(args: argparse.Namespace) -> None:
     node_ip = args.node_ip or detect_node_ip()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     choice = choose_runtime(args.runtime, args.pod_network, args.data_dir,
-                            cluster_cidr=args.cluster_cidr, progress=log.warning)
+                            cluster_cidr=args.cluster_cidr, bridge=args.bridge,
+                            progress=log.warning)
     log.warning("runtime: %s", choice.summary)
     config = AgentConfig(
         node_name=args.node_name, data_dir=args.data_dir, node_ip=node_ip,

@@ -63,6 +63,9 @@ import requests
 
 from nodeagent.network.base import PodNetwork, PodNetworkError
 from nodeagent.runtime.base import (
+    LABEL_ATTEMPT,
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
     LABEL_CONTAINER_NAME,
     LABEL_MANAGED,
     LABEL_POD_UID,
@@ -145,6 +148,15 @@ def exit_reason(state: Mapping[str, Any]) -> str:
     if state.get("OOMKilled"):
         return "OOMKilled"
     return "Completed" if state.get("ExitCode") == 0 else "Error"
+
+
+def docker_name(container: str, labels: Mapping[str, str]) -> str | None:
+    """``k8s_<container>_<pod>_<namespace>_<uid>_<attempt>``, dockershim's names, so that
+    ``docker ps`` says what runs; None (Docker picks) for objects without pod labels."""
+    parts = [labels.get(k) for k in (LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID)]
+    if not all(parts):
+        return None
+    return "_".join(["k8s", container, *map(str, parts), labels.get(LABEL_ATTEMPT, "0")])
 
 
 def _label_filters(kind: str, labels: Mapping[str, str] | None) -> dict[str, list[str]]:
@@ -231,6 +243,7 @@ class DockerRuntime:
                  for p in config.port_mappings if p.host_port}
         return self.client.containers.create(
             self.sandbox_image, entrypoint=["sh", "-c", PAUSE_SCRIPT],
+            name=docker_name("POD", config.labels),
             hostname=config.hostname, network_mode=self.network_mode, ipc_mode="shareable",
             ports=ports or None,
             dns=list(dns.servers) if dns and dns.servers else None,
@@ -288,7 +301,7 @@ class DockerRuntime:
 
     def _create_container(self, sandbox_id: str, config: ContainerConfig) -> Any:
         return self.client.containers.create(
-            config.image,
+            config.image, name=docker_name(config.name, config.labels),
             entrypoint=list(config.command) or None, command=list(config.args) or None,
             environment=[f"{k}={v}" for k, v in config.env],
             working_dir=config.working_dir or None,
