@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import logging
 import shutil
-import signal
 import ssl
 import sys
 import time
@@ -47,6 +46,7 @@ from nodeagent.main import (
     choose_runtime,
     remove_pods_and_network,
     server_starter,
+    until_signalled,
     use_runtime_threads,
 )
 from nodeagent.network.bridge import DEFAULT_BRIDGE
@@ -157,7 +157,7 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> None:
             await _wait_ready(agent, task)
             progress(f"node {args.node_name}: Ready")
             _print_ready(kubeconfig)
-            await _until_stopped(task)
+            await until_signalled(task)
             progress("stopping (pods keep running; `corral up` again resumes them)")
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -178,19 +178,6 @@ async def _wait_ready(agent: Agent, task: asyncio.Task[None]) -> None:
         raise AgentSetupError("the agent stopped before it was ready")
     if not done:
         raise AgentSetupError(f"the agent was not ready within {AGENT_READY_TIMEOUT_S:.0f} s")
-
-
-async def _until_stopped(task: asyncio.Task[None]) -> None:
-    """Until SIGINT/SIGTERM, or the agent ends on its own (then what ended it is raised)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task in done:
-        task.result()
 
 
 def _agent_tls(pki: ClusterPKI, node_name: str, agent_dir: Path) -> ssl.SSLContext:
@@ -250,8 +237,9 @@ async def down(args: argparse.Namespace) -> int:
     if not data_dir.is_dir():
         raise AgentSetupError(f"{data_dir} is not a corral data directory")
     with holding(data_dir):
-        removed = await remove_pods_and_network(data_dir / "agent")
-        sys.stdout.write(f"removed {removed} pod sandboxes and the pod network\n")
+        removed, bridge = await remove_pods_and_network(data_dir / "agent")
+        sys.stdout.write(f"removed {removed} pod sandboxes"
+                         + (f" and the bridge {bridge}" if bridge else "") + "\n")
         if args.purge:
             shutil.rmtree(data_dir)
             sys.stdout.write(f"deleted {data_dir}\n")

@@ -63,6 +63,7 @@ from nodeagent.podsync import is_terminating
 from nodeagent.podworker import PodWorker, grace_seconds
 from nodeagent.probes import ProbeEvent, ProbeManager
 from nodeagent.runtime.base import (
+    LABEL_NODE_NAME,
     LABEL_POD_NAME,
     LABEL_POD_NAMESPACE,
     LABEL_POD_UID,
@@ -408,8 +409,10 @@ class Agent:
             await asyncio.sleep(self.config.relist_period)
 
     async def _relist_once(self, runtime: Runtime) -> None:
-        boxes, ctrs = await asyncio.gather(runtime.list_sandboxes(),
-                                           runtime.list_containers())
+        # Only this node's objects: agents of several nodes (a lab) may share one engine.
+        mine = {LABEL_NODE_NAME: self.config.node_name}
+        boxes, ctrs = await asyncio.gather(runtime.list_sandboxes(mine),
+                                           runtime.list_containers(labels=mine))
         seen: dict[str, list[Any]] = {}
         where: dict[str, tuple[str, str]] = {}
         for obj in [*boxes, *ctrs]:

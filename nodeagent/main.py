@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -28,7 +29,7 @@ from nodeagent import images
 from nodeagent.agent import Agent, AgentConfig, RuntimeFactory, default_node_name
 from nodeagent.network import BridgeNetwork, PodNetworkError
 from nodeagent.network.bridge import DEFAULT_BRIDGE
-from nodeagent.runtime.base import Runtime
+from nodeagent.runtime.base import LABEL_NODE_NAME, Runtime
 from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.process import ProcessRuntime
 from nodeagent.server import AgentServer, serving_ssl_context
@@ -44,7 +45,10 @@ RUNTIME_THREADS = 64
 RUNTIMES = ("auto", "docker", "process")
 #: Under the agent's data dir: the pod network's state (IPAM, what was set up) and
 #: ProcessRuntime's.
-NETWORK_DIR, NETWORK_FILE, PROCESS_DIR = "network", "network.json", "process-runtime"
+NETWORK_DIR, PROCESS_DIR = "network", "process-runtime"
+#: What the runtime factory chose, for ``remove_pods_and_network`` to undo: the runtime, the
+#: node whose pods it ran, the bridge network's settings.
+STATE_FILE = "agent.json"
 POD_NETWORKS = ("auto", "bridge", "docker")
 
 
@@ -93,11 +97,12 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
         state = data_dir / PROCESS_DIR
 
         async def processes(node: dict[str, Any]) -> Runtime:
+            _save_state(data_dir, {"runtime": "process", "node": node["metadata"]["name"]})
             return ProcessRuntime(state)
 
+        why = "as asked" if runtime == "process" else "no Docker engine answered"
         return RuntimeChoice("process", "process://corral", processes, False,
-                             "processes on the host (no Docker engine answered); pods share "
-                             "the host's network")
+                             f"processes on the host ({why}); pods share the host's network")
     version = str(client.version().get("Version", "unknown"))
     use_bridge = pod_network == "bridge" or (pod_network == "auto" and bridge_possible())
     if pod_network == "bridge" and not bridge_possible():
@@ -112,14 +117,15 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
             pod_cidr = (node.get("spec") or {}).get("podCIDR")
             network = BridgeNetwork(pod_cidr, data_dir / NETWORK_DIR, bridge=bridge,
                                     cluster_cidr=cluster_cidr)
-            _save_network(data_dir, {"podCIDR": pod_cidr, "clusterCIDR": cluster_cidr,
-                                     "bridge": bridge})
             try:
                 await network.setup()
             except PodNetworkError as exc:
                 raise AgentSetupError(f"pod network: {exc}") from None
             progress(f"pod network: bridge {network.bridge} {network.gateway} "
                      f"(podCIDR {pod_cidr})")
+        _save_state(data_dir, {"runtime": "docker", "node": node["metadata"]["name"],
+                               "network": {"podCIDR": network.pod_cidr, "bridge": bridge,
+                                           "clusterCIDR": cluster_cidr} if network else None})
         return DockerRuntime(client, sandbox_image=images.DEFAULT_TAG, network=network)
 
     how = f"Corral's bridge {bridge} on the node's podCIDR" if use_bridge else \
@@ -128,44 +134,47 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
                          f"Docker {version}; pod network: {how}")
 
 
-def _save_network(data_dir: Path, config: dict[str, Any]) -> None:
-    """What the pod network was set up with, for ``remove_pods_and_network`` (written whole:
-    a temporary file renamed over the old one)."""
-    path = data_dir / NETWORK_DIR / NETWORK_FILE
+def _save_state(data_dir: Path, state: dict[str, Any]) -> None:
+    """Written whole: a temporary file renamed over the old one."""
+    path = data_dir / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config))
+    tmp.write_text(json.dumps(state))
     os.replace(tmp, path)
 
 
-async def remove_pods_and_network(data_dir: Path) -> int:
-    """What ``corral down`` does on the node: remove every sandbox and container the agent
-    made (Docker, or processes) and the bridge with its NAT rule. Returns how many sandboxes
-    were removed. The agent must not be running."""
-    runtimes: list[Runtime] = []
-    network = None
-    saved = data_dir / NETWORK_DIR / NETWORK_FILE
-    if saved.exists():
-        config = json.loads(saved.read_text())
-        network = BridgeNetwork(config["podCIDR"], data_dir / NETWORK_DIR,
-                                bridge=config.get("bridge", DEFAULT_BRIDGE),
-                                cluster_cidr=config.get("clusterCIDR"))
-    client = _docker_client()
-    if client is not None:
-        runtimes.append(DockerRuntime(client, network=network))
-    if (data_dir / PROCESS_DIR).exists():
-        runtimes.append(ProcessRuntime(data_dir / PROCESS_DIR))
+async def remove_pods_and_network(data_dir: Path) -> tuple[int, str | None]:
+    """What ``corral down`` does on the node: remove every sandbox and container the agent of
+    ``data_dir`` made for its node (in Docker, or processes) and its bridge with the NAT rule.
+    Returns how many sandboxes were removed and the bridge removed, if any. The agent must not
+    be running; objects of other nodes or clusters on the same engine are left alone."""
+    saved = data_dir / STATE_FILE
+    if not saved.exists():
+        return 0, None  # the agent never got as far as running pods
+    state = json.loads(saved.read_text())
+    mine = {LABEL_NODE_NAME: state["node"]}
+    settings = state.get("network")
+    network = None if not settings else BridgeNetwork(
+        settings["podCIDR"], data_dir / NETWORK_DIR, bridge=settings["bridge"],
+        cluster_cidr=settings.get("clusterCIDR"))
+    runtime: Runtime
+    if state["runtime"] == "process":
+        runtime = ProcessRuntime(data_dir / PROCESS_DIR)
+    else:
+        client = _docker_client()
+        if client is None:
+            raise AgentSetupError("no Docker engine answers: cannot remove the pods' containers")
+        runtime = DockerRuntime(client, network=network)
     removed = 0
-    for runtime in runtimes:
-        for box in await runtime.list_sandboxes():
-            await runtime.remove_sandbox(box.id)
-            removed += 1
-        for ctr in await runtime.list_containers():
-            await runtime.remove_container(ctr.id)
+    for box in await runtime.list_sandboxes(mine):
+        await runtime.remove_sandbox(box.id)
+        removed += 1
+    for ctr in await runtime.list_containers(labels=mine):
+        await runtime.remove_container(ctr.id)
     if network is not None:
         await network.teardown()
-        saved.unlink()
-    return removed
+    saved.unlink()
+    return removed, network.bridge if network else None
 
 
 def _image_present(client: Any, tag: str) -> bool:
@@ -201,6 +210,20 @@ def server_starter(ssl_context: ssl.SSLContext, host: str, port: int,
     return start
 
 
+async def until_signalled(task: asyncio.Task[None]) -> None:
+    """Until SIGINT or SIGTERM, or until ``task`` ends (then what ended it is raised): how a
+    supervisor stops the agent. Pods keep running, as when a kubelet stops."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()
+
+
 def use_runtime_threads() -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(RUNTIME_THREADS, thread_name_prefix="runtime"))
@@ -214,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the node agent: register this host as a Node and run the Pods bound "
         "to it.")
     p.add_argument("--kubeconfig", type=Path, required=True,
-                   help="the node's credential (from `corral join`-style bootstrap or an admin)")
+                   help="the node's credential (written by `corral join`)")
+    p.add_argument("--server", default="", metavar="URL,...",
+                   help="every controller's API URL, to fail over between them (default: the "
+                   "kubeconfig's server)")
     p.add_argument("--tls-cert-file", type=Path, required=True,
                    help="the agent server's certificate, signed by the cluster CA")
     p.add_argument("--tls-private-key-file", type=Path, required=True)
@@ -283,12 +309,20 @@ async def run_agent(args: argparse.Namespace) -> None:
     except (OSError, ssl.SSLError) as exc:
         raise AgentSetupError(f"the server's TLS files: {exc}") from None
     servers: list[AgentServer] = []
-    async with ApiClient.from_kubeconfig(args.kubeconfig, user_agent="corral-agent") as client:
+    urls = [u for u in args.server.split(",") if u] or None
+    try:
+        client = ApiClient.from_kubeconfig(args.kubeconfig, urls=urls, user_agent="corral-agent")
+    except (OSError, ValueError) as exc:
+        raise AgentSetupError(f"--kubeconfig: {exc}") from None
+    async with client:
         agent = Agent(client, config, choice.factory,
                       start_server=server_starter(tls, node_ip, args.port, servers))
+        task = asyncio.create_task(agent.run(), name="agent")
         try:
-            await agent.run()
+            await until_signalled(task)
         finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             for server in servers:
                 await server.stop()
 
@@ -299,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(run_agent(args))
-    except KeyboardInterrupt:
-        return 0
     except AgentSetupError as exc:
         sys.stderr.write(f"corral agent: {exc}\n")
         return 2

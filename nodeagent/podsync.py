@@ -46,6 +46,7 @@ from nodeagent.runtime.base import (
     LABEL_CONTAINER_KIND,
     LABEL_CONTAINER_NAME,
     LABEL_MANAGED,
+    LABEL_NODE_NAME,
     LABEL_POD_NAME,
     LABEL_POD_NAMESPACE,
     LABEL_POD_UID,
@@ -575,7 +576,8 @@ def never_pull_message(image: str) -> str:
 def pod_labels(pod: Obj) -> dict[str, str]:
     meta = pod["metadata"]
     return {LABEL_MANAGED: "true", LABEL_POD_UID: meta["uid"],
-            LABEL_POD_NAMESPACE: meta.get("namespace", "default"), LABEL_POD_NAME: meta["name"]}
+            LABEL_POD_NAMESPACE: meta.get("namespace", "default"), LABEL_POD_NAME: meta["name"],
+            LABEL_NODE_NAME: pod["spec"].get("nodeName", "")}
 
 
 def sandbox_config(pod: Obj, attempt: int, *, dns: DNSConfig | None = None) -> SandboxConfig:

@@ -15,10 +15,14 @@ without client authentication, so the API server lets them through before its 40
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import NotRequired, TypedDict
 from urllib.parse import urlsplit
 
@@ -38,7 +42,8 @@ from controlplane.api.errors import (
 )
 
 from .authn import NODE_USER_PREFIX, NODES_GROUP, bearer_token
-from .pki import ClusterPKI, client_ssl_context, discovery_hash
+from .kubeconfig import write_kubeconfig
+from .pki import MODE_PUBLIC, ClusterPKI, client_ssl_context, discovery_hash, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +225,54 @@ async def join(server_url: str, token: str, ca_hash: str, node_name: str,
         credential["servingCertificate"] = body["servingCertificate"]
         credential["servingKey"] = body["servingKey"]
     return credential
+
+
+# -- corral join -------------------------------------------------------------------------------
+
+#: What ``corral join`` writes into its directory, for ``corral agent``'s flags.
+NODE_KUBECONFIG, SERVING_CERT, SERVING_KEY, CA_FILE = (
+    "node.kubeconfig", "server.crt", "server.key", "ca.crt")
+
+
+def build_join_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="corral join",
+        description="Get this node's credentials from a controller (kubeadm join's bootstrap): "
+        f"writes {NODE_KUBECONFIG}, {SERVING_CERT}, {SERVING_KEY} and {CA_FILE} into --dir "
+        "for `corral agent`.")
+    p.add_argument("--server", required=True, help="a controller's API URL (https://...)")
+    p.add_argument("--token", required=True, help="the cluster's join token")
+    p.add_argument("--ca-hash", required=True, help="sha256:<hex> of the cluster CA")
+    p.add_argument("--node-name", required=True)
+    p.add_argument("--node-ip", action="append", default=[], metavar="ADDRESS",
+                   help="an address the agent's server is reached at (repeatable)")
+    p.add_argument("--dir", type=Path, default=Path("/var/lib/corral/agent"))
+    return p
+
+
+async def join_to_dir(args: argparse.Namespace) -> None:
+    credential = await join(args.server, args.token, args.ca_hash, args.node_name,
+                            args.node_ip or None)
+    if "servingCertificate" not in credential:
+        raise JoinError("the server answered no serving certificate")
+    directory: Path = args.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / CA_FILE, credential["ca"].encode(), MODE_PUBLIC)
+    write_atomic(directory / SERVING_CERT, credential["servingCertificate"].encode(),
+                 MODE_PUBLIC)
+    write_atomic(directory / SERVING_KEY, credential["servingKey"].encode())
+    write_kubeconfig(directory / NODE_KUBECONFIG, server=args.server,
+                     ca_pem=credential["ca"].encode(),
+                     cert_pem=credential["certificate"].encode(),
+                     key_pem=credential["key"].encode(), user=f"system:node:{args.node_name}")
+
+
+def join_main(argv: list[str] | None = None) -> int:
+    args = build_join_parser().parse_args(argv)
+    try:
+        asyncio.run(join_to_dir(args))
+    except (ValueError, JoinError, aiohttp.ClientError, OSError) as exc:
+        sys.stderr.write(f"corral join: {exc}\n")
+        return 1
+    sys.stdout.write(f"joined as node {args.node_name}; credentials in {args.dir}\n")
+    return 0

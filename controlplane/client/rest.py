@@ -186,11 +186,12 @@ class ApiClient:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_kubeconfig(cls, path: Path | str, *, timeout: float = 30.0,
-                        user_agent: str = "corral") -> ApiClient:
-        """A client of the current context of a kubeconfig with a client certificate."""
+    def from_kubeconfig(cls, path: Path | str, *, urls: list[str] | None = None,
+                        timeout: float = 30.0, user_agent: str = "corral") -> ApiClient:
+        """A client of the current context of a kubeconfig with a client certificate; of
+        ``urls`` instead of its server when given (every controller of the cluster)."""
         server, tls = _read_kubeconfig(Path(path))
-        return cls([server], tls, timeout=timeout, user_agent=user_agent)
+        return cls(urls or [server], tls, timeout=timeout, user_agent=user_agent)
 
     async def __aenter__(self) -> ApiClient:
         connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)

@@ -29,6 +29,8 @@ LABEL_MANAGED = "corral.dev/managed"
 LABEL_POD_UID = "corral.dev/pod-uid"
 LABEL_POD_NAMESPACE = "corral.dev/pod-namespace"
 LABEL_POD_NAME = "corral.dev/pod-name"
+#: The node the pod is bound to: several agents (a lab) may share one engine.
+LABEL_NODE_NAME = "corral.dev/node-name"
 LABEL_CONTAINER_NAME = "corral.dev/container-name"
 #: "init" or "regular": init containers are ordered and must exit 0.
 LABEL_CONTAINER_KIND = "corral.dev/container-kind"

@@ -17,6 +17,7 @@ from controlplane.localcluster import InProcessCluster
 from nodeagent.agent import Agent, AgentConfig
 from nodeagent.runtime.base import (
     LABEL_MANAGED,
+    LABEL_NODE_NAME,
     LABEL_POD_UID,
     ContainerState,
     SandboxConfig,
@@ -265,10 +266,16 @@ async def test_runtime_objects_of_unknown_pods_are_removed(
         client: ApiClient, node_client: ApiClient, rt: FakeRuntime, tmp_path: Path) -> None:
     stray = await rt.run_sandbox(SandboxConfig(
         "gone-uid", "default", "gone", "gone",
-        labels={LABEL_MANAGED: "true", LABEL_POD_UID: "gone-uid"}))
+        labels={LABEL_MANAGED: "true", LABEL_POD_UID: "gone-uid", LABEL_NODE_NAME: NODE}))
+    # Another node's pod on the same engine (a lab's agents share one): not this agent's.
+    other = await rt.run_sandbox(SandboxConfig(
+        "other-uid", "default", "other", "other",
+        labels={LABEL_MANAGED: "true", LABEL_POD_UID: "other-uid", LABEL_NODE_NAME: "node-b"}))
     agent = make_agent(node_client, rt, tmp_path)
     async with running(agent.run()):
         await eventually(lambda: _no_sandbox(rt, stray))
+        await asyncio.sleep(0.3)  # several more relists
+        assert any(b.id == other for b in await rt.list_sandboxes())
 
 
 async def _no_sandbox(rt: FakeRuntime, sandbox_id: str) -> bool:
