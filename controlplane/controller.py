@@ -37,7 +37,7 @@ from raftstore.store import Store
 
 from .api.server import ApiServer
 from .auth.kubeconfig import write_kubeconfig
-from .auth.pki import ClusterPKI, PKIError, write_atomic
+from .auth.pki import JOIN_TOKEN_FILE, ClusterPKI, PKIError, write_atomic
 from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
 from .controllers.deployment import DeploymentController
@@ -132,6 +132,10 @@ class Controller:
             write_kubeconfig(config.kubeconfig, server=self.url, ca_pem=self.pki.ca_pem,
                              cert_pem=self.pki.admin_cert_pem, key_pem=self.pki.admin_key_pem)
         log.warning("API server listening on %s", self.url)
+        if self.pki is not None:
+            log.warning("nodes join with: corral join --server %s --token $(cat %s) "
+                        "--ca-hash %s --node-name <name> --node-ip <address>", self.url,
+                        self.pki.directory / JOIN_TOKEN_FILE, self.pki.ca_fingerprint())
         await self._start_control_loops()
 
     async def _start_control_loops(self) -> None:
