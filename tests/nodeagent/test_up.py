@@ -276,6 +276,25 @@ def test_never_pod_killed_ends_failed_with_exit_code(up: Up, ns: str) -> None:
     assert failed["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
+def test_probes_gate_readiness_and_restart_the_unhealthy(up: Up, ns: str) -> None:
+    probe = {"periodSeconds": 1, "failureThreshold": 1}
+    apply(up, ns, bare_pod(
+        "probed", "touch /tmp/ok /tmp/ready && exec sleep 3600",
+        livenessProbe={"exec": {"command": ["cat", "/tmp/ok"]}, "initialDelaySeconds": 1,
+                       **probe},
+        readinessProbe={"exec": {"command": ["cat", "/tmp/ready"]}, **probe}))
+    wait_for(lambda: ready(pod(up, ns, "probed")))
+    up.kubectl("exec", "-n", ns, "probed", "--", "rm", "/tmp/ready")
+    wait_for(lambda: not ready(pod(up, ns, "probed")))
+    assert pod(up, ns, "probed")["status"]["containerStatuses"][0]["restartCount"] == 0
+    up.kubectl("exec", "-n", ns, "probed", "--", "rm", "/tmp/ok")
+    wait_for(lambda: pod(up, ns, "probed")["status"]["containerStatuses"][0]["restartCount"]
+             == 1)
+    assert "Liveness probe failed" in _event(up, ns, "probed", "Unhealthy")
+    assert "failed liveness probe" in _event(up, ns, "probed", "Killing")
+    wait_for(lambda: ready(pod(up, ns, "probed")))  # the new instance made its files again
+
+
 # -- 4. exec -------------------------------------------------------------------------------------
 
 def test_exec_from_kubectl_and_the_python_client(up: Up, ns: str) -> None:
@@ -339,10 +358,9 @@ def test_bad_specs_say_why_and_the_rest_keeps_serving(up: Up, ns: str) -> None:
 
 
 def _event(up: Up, ns: str, name: str, reason: str) -> str:
-    for e in up.kubectl.json("get", "events", "-n", ns)["items"]:
-        if e["involvedObject"]["name"] == name and e["reason"] == reason:
-            return str(e["message"])
-    return ""
+    """The messages of ``name``'s Events of ``reason``, one per line ("" if none)."""
+    return "\n".join(str(e["message"]) for e in up.kubectl.json("get", "events", "-n", ns)[
+        "items"] if e["involvedObject"]["name"] == name and e["reason"] == reason)
 
 
 # -- 3. resume -----------------------------------------------------------------------------------
