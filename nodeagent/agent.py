@@ -52,6 +52,7 @@ from controlplane.client import (
     Informer,
     NotFound,
     Requeue,
+    Unavailable,
     WorkQueue,
     key_of,
     run_workers,
@@ -80,6 +81,8 @@ AGENT_VERSION = "v1.32.0-corral"
 MAX_PODS = 110
 #: The same Event (pod, reason, message) is not repeated sooner than this.
 EVENT_REPEAT_SECONDS = 300.0
+#: How soon a status write that found no controller is tried again.
+STATUS_RETRY_SECONDS = 2.0
 #: Runtime objects of an unknown pod get this long to stop before removal.
 STRAY_STOP_SECONDS = 2.0
 
@@ -188,17 +191,27 @@ def node_object(config: AgentConfig) -> Obj:
 
 
 class ApiLookup:
-    """ConfigMaps and Secrets for env and volumes, read from the API when a container starts."""
+    """ConfigMaps and Secrets for env and volumes, read from the API when a container starts.
+    The last answer for each is kept, so that a container restarted while the control plane
+    is unreachable starts with what it had (the kubelet's managers cache them too)."""
 
     def __init__(self, client: ApiClient) -> None:
         self._client = client
+        self._last: dict[tuple[str, str, str], Obj | None] = {}
 
     async def get(self, resource: str, namespace: str, name: str) -> Obj | None:
         res = {"configmaps": CONFIGMAPS, "secrets": SECRETS}[resource]
+        key = (resource, namespace, name)
         try:
-            return await self._client.get(res, namespace, name)
+            found: Obj | None = await self._client.get(res, namespace, name)
         except NotFound:
-            return None
+            found = None
+        except Unavailable:
+            if key in self._last:
+                return self._last[key]
+            raise
+        self._last[key] = found
+        return found
 
 
 class Agent:
@@ -238,12 +251,13 @@ class Agent:
             self.runtime = await self._runtime_factory(self.node)
             if self._start_server is not None:
                 await self._publish_port(await self._start_server(self.runtime))
-            volumes = VolumeManager(self.config.data_dir / "pods", ApiLookup(self.client))
+            lookup = ApiLookup(self.client)
+            volumes = VolumeManager(self.config.data_dir / "pods", lookup)
             probes = ProbeManager(self.runtime, on_change=self._queue_uid,
                                   on_event=self._probe_event)
             self.worker = PodWorker(
                 self.runtime, node_name=self.config.node_name, host_ip=self.config.node_ip,
-                lookup=ApiLookup(self.client), volumes=volumes, probes=probes,
+                lookup=lookup, volumes=volumes, probes=probes,
                 emit=self.emit, image_fallback=self.config.image_fallback,
                 container_id_prefix=self.config.container_runtime_version.split("://")[0]
                 + "://")
@@ -355,8 +369,13 @@ class Agent:
         if is_terminating(pod):
             await worker.stop(pod)
             return
-        result = await worker.sync(pod)
-        await self._write_status(pod, result.status)
+        try:
+            result = await worker.sync(pod)
+            await self._write_status(pod, result.status)
+        except Unavailable as exc:
+            # The control plane is away: the pod runs on; its status goes out when it is back.
+            log.info("agent: %s not synced to the API: %s", key, exc.message)
+            raise Requeue(STATUS_RETRY_SECONDS) from None
         if result.requeue_after is not None:
             raise Requeue(result.requeue_after)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from controlplane.client import EVENTS, LEASES, NODES, PODS, ApiClient, NotFound
+from controlplane.client import EVENTS, LEASES, NODES, PODS, ApiClient, NotFound, Unavailable
 from controlplane.localcluster import InProcessCluster
-from nodeagent.agent import Agent, AgentConfig
+from nodeagent.agent import Agent, AgentConfig, ApiLookup
 from nodeagent.runtime.base import (
     LABEL_MANAGED,
     LABEL_NODE_NAME,
@@ -280,3 +280,24 @@ async def test_runtime_objects_of_unknown_pods_are_removed(
 
 async def _no_sandbox(rt: FakeRuntime, sandbox_id: str) -> bool:
     return all(b.id != sandbox_id for b in await rt.list_sandboxes())
+
+
+async def test_configmaps_and_secrets_are_remembered_for_an_outage() -> None:
+    class Flaky:
+        """A client that answers once, then finds no controller."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def get(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
+            self.calls += 1
+            if self.calls > 1:
+                raise Unavailable({"code": 503, "reason": "ServiceUnavailable",
+                                   "message": "no controller answered"})
+            return {"metadata": {"name": name}, "data": {"k": "v"}}
+
+    lookup = ApiLookup(Flaky())  # type: ignore[arg-type]
+    first = await lookup.get("configmaps", "default", "app")
+    assert await lookup.get("configmaps", "default", "app") == first
+    with pytest.raises(Unavailable):
+        await lookup.get("secrets", "default", "never-seen")
