@@ -3,11 +3,13 @@ that drives a Runtime through ``podsync`` (run on FakeRuntime and on DockerRunti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from nodeagent import images
 from nodeagent.podsync import (
     CREATE_CONTAINER_ERROR,
     ERR_IMAGE_NEVER_PULL,
@@ -150,3 +152,27 @@ def state(pod: dict[str, Any], name: str) -> str:
     s = statuses(pod)[name]["state"]
     [(kind, detail)] = s.items()
     return f"{kind}:{detail.get('reason', '')}"
+
+
+def remove_labelled(docker_client: Any, labels: Mapping[str, str]) -> None:
+    """Remove every container having all of ``labels``, running or not."""
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    for c in docker_client.api.containers(all=True, filters=filters):
+        docker_client.api.remove_container(c["Id"], force=True)
+
+
+@contextmanager
+def base_image(docker_client: Any, tag: str, leftovers: Mapping[str, str]) -> Iterator[str]:
+    """The base image as ``tag``; afterwards, whatever failed, the containers labelled with
+    ``leftovers`` and the image are removed."""
+    import docker.errors
+
+    try:
+        images.build_base_image(docker_client, tag)
+        yield tag
+    finally:
+        remove_labelled(docker_client, leftovers)
+        try:
+            docker_client.images.remove(tag)
+        except docker.errors.ImageNotFound:
+            pass

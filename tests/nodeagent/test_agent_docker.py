@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ import pytest
 from controlplane.auth.authn import NODE_USER_PREFIX, NODES_GROUP
 from controlplane.client import LEASES, NAMESPACES, NODES, PODS, ApiClient, ApiError
 from controlplane.controller import Controller, ControllerConfig, ensure_raft_secret
-from nodeagent import images
 from nodeagent.agent import Agent, AgentConfig
 from nodeagent.runtime.base import (
     LABEL_ATTEMPT,
@@ -43,6 +42,7 @@ from nodeagent.runtime.docker import DockerRuntime
 from raftstore.localprocess import free_ports
 from raftstore.raft import RaftConfig
 from tests.controllers.ctlharness import running
+from tests.nodeagent.runtimekit import base_image, remove_labelled
 
 log = logging.getLogger(__name__)
 
@@ -74,41 +74,9 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
 # -- Docker -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def docker_client(require: Callable[[str], None]) -> Iterator[Any]:
-    try:
-        images.inspect_busybox(images.DEFAULT_BUSYBOX)
-    except images.BaseImageError:
-        require("busybox-static (/bin/busybox)")
-    try:
-        client = images.docker_client()
-    except images.BaseImageError:
-        require("docker")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def image(docker_client: Any) -> Iterator[str]:
-    """The base image under a tag of this run; at the end every container of this run and the
-    image are removed, whatever failed."""
-    import docker.errors
-
-    tag = f"corral-test/agent:{RUN}"
-    try:
-        images.build_base_image(docker_client, tag)
+    with base_image(docker_client, f"corral-test/agent:{RUN}", {LABEL_NODE_NAME: NODE}) as tag:
         yield tag
-    finally:
-        remove_labelled(docker_client, {LABEL_NODE_NAME: NODE})
-        try:
-            docker_client.images.remove(tag)
-        except docker.errors.ImageNotFound:
-            pass
-
-
-def remove_labelled(docker_client: Any, labels: Mapping[str, str]) -> None:
-    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-    for c in docker_client.api.containers(all=True, filters=filters):
-        docker_client.api.remove_container(c["Id"], force=True)
 
 
 @pytest.fixture

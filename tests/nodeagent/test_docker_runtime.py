@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from runtimekit import (
     MiniAgent,
+    base_image,
     lifecycle_contract,
     make_pod,
     state,
     statuses,
 )
 
-from nodeagent import images
 from nodeagent.runtime.base import (
     STDERR,
     STDOUT,
@@ -82,39 +82,14 @@ def test_demuxer_refuses_unknown_streams() -> None:
 # -- the engine --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def client(require: Callable[[str], None]) -> Iterator[Any]:
-    try:
-        images.inspect_busybox(images.DEFAULT_BUSYBOX)
-    except images.BaseImageError:
-        require("busybox-static (/bin/busybox)")
-    try:
-        client = images.docker_client()
-    except images.BaseImageError:
-        require("docker")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(client: Any) -> Iterator[str]:
-    import docker.errors
-
-    tag = f"corral-test/runtime:{RUN}"
-    try:
-        images.build_base_image(client, tag)
+def image(docker_client: Any) -> Iterator[str]:
+    with base_image(docker_client, f"corral-test/runtime:{RUN}", {TEST_LABEL: RUN}) as tag:
         yield tag
-    finally:
-        for c in client.api.containers(all=True, filters={"label": f"{TEST_LABEL}={RUN}"}):
-            client.api.remove_container(c["Id"], force=True)
-        try:
-            client.images.remove(tag)
-        except docker.errors.ImageNotFound:
-            pass
 
 
 @pytest.fixture
-def rt(client: Any, image: str) -> DockerRuntime:
-    return DockerRuntime(client, sandbox_image=image)
+def rt(docker_client: Any, image: str) -> DockerRuntime:
+    return DockerRuntime(docker_client, sandbox_image=image)
 
 
 @pytest.fixture
@@ -142,8 +117,8 @@ def exited(c: ContainerStatus) -> bool:
     return c.state is ContainerState.EXITED
 
 
-def logs(client: Any, cid: str) -> str:
-    return client.api.logs(cid).decode()
+def logs(docker_client: Any, cid: str) -> str:
+    return docker_client.api.logs(cid).decode()
 
 
 @pytest.mark.privileged
@@ -152,19 +127,19 @@ async def test_lifecycle_contract(rt: DockerRuntime, image: str, labels: dict[st
 
 
 @pytest.mark.privileged
-async def test_running_container_with_ip_and_exits(rt: DockerRuntime, image: str, client: Any,
+async def test_running_container_with_ip_and_exits(rt: DockerRuntime, image: str, docker_client: Any,
                                                    labels: dict[str, str]) -> None:
     sid = await rt.run_sandbox(SandboxConfig("u1", "ns", "p", "web-0", labels=labels))
     [box] = await rt.list_sandboxes(labels)
     assert box.state is SandboxState.READY and box.ip and box.pod_uid == "u1"
-    assert client.api.inspect_container(sid)["Config"]["Hostname"] == "web-0"
+    assert docker_client.api.inspect_container(sid)["Config"]["Hostname"] == "web-0"
 
     up = await rt.create_container(sid, ctr("up", image, labels, "sh", "-c", "echo hi; sleep 30"))
     bad = await rt.create_container(sid, ctr("bad", image, labels, "sh", "-c", "exit 3"))
     ok = await rt.create_container(sid, ctr("ok", image, labels, "true"))
     for cid in (up, bad, ok):
         await rt.start_container(cid)
-    c = await wait_for(rt, up, lambda c: "hi" in logs(client, up))
+    c = await wait_for(rt, up, lambda c: "hi" in logs(docker_client, up))
     assert c.state is ContainerState.RUNNING and c.finished_at is None
     c = await wait_for(rt, bad, exited)
     assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 3, "Error")
@@ -176,21 +151,21 @@ async def test_running_container_with_ip_and_exits(rt: DockerRuntime, image: str
 
 
 @pytest.mark.privileged
-async def test_stop_kills_after_the_timeout(rt: DockerRuntime, image: str, client: Any,
+async def test_stop_kills_after_the_timeout(rt: DockerRuntime, image: str, docker_client: Any,
                                             labels: dict[str, str]) -> None:
     sid = await rt.run_sandbox(SandboxConfig("u1", "ns", "p", "p", labels=labels))
     cid = await rt.create_container(sid, ctr(
         "stubborn", image, labels, "sh", "-c",
         "trap 'echo TERM' TERM; echo ready; while :; do sleep 0.2; done"))
     await rt.start_container(cid)
-    await wait_for(rt, cid, lambda c: "ready" in logs(client, cid))
+    await wait_for(rt, cid, lambda c: "ready" in logs(docker_client, cid))
     began = time.monotonic()
     await rt.stop_container(cid, timeout=1)
     took = time.monotonic() - began
     [c] = await rt.list_containers(sid)
     assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 137, "Error")
     assert 1 <= took < 5, took
-    assert "TERM" in logs(client, cid)  # it got SIGTERM first
+    assert "TERM" in logs(docker_client, cid)  # it got SIGTERM first
     began = time.monotonic()
     await rt.stop_sandbox(sid)  # the pause process exits on SIGTERM at once
     assert time.monotonic() - began < 2
@@ -199,7 +174,7 @@ async def test_stop_kills_after_the_timeout(rt: DockerRuntime, image: str, clien
 
 @pytest.mark.privileged
 async def test_containers_share_the_sandbox_network(rt: DockerRuntime, image: str,
-                                                    client: Any, labels: dict[str, str]) -> None:
+                                                    docker_client: Any, labels: dict[str, str]) -> None:
     sid = await rt.run_sandbox(SandboxConfig("u1", "ns", "p", "p", labels=labels))
     server = await rt.create_container(sid, ctr(
         "server", image, labels, "sh", "-c",
@@ -211,19 +186,19 @@ async def test_containers_share_the_sandbox_network(rt: DockerRuntime, image: st
     await rt.start_container(server)
     await rt.start_container(fetch)
     c = await wait_for(rt, fetch, exited)
-    assert (c.exit_code, logs(client, fetch)) == (0, "pod-ok\n")
-    ipc = client.api.inspect_container(fetch)["HostConfig"]
+    assert (c.exit_code, logs(docker_client, fetch)) == (0, "pod-ok\n")
+    ipc = docker_client.api.inspect_container(fetch)["HostConfig"]
     assert ipc["IpcMode"] == ipc["NetworkMode"] == f"container:{sid}"
 
 
 @pytest.mark.privileged
-async def test_fresh_runtime_adopts_what_runs(rt: DockerRuntime, client: Any, image: str,
+async def test_fresh_runtime_adopts_what_runs(rt: DockerRuntime, docker_client: Any, image: str,
                                               labels: dict[str, str]) -> None:
     sid = await rt.run_sandbox(SandboxConfig("u1", "ns", "p", "p", labels=labels))
     cid = await rt.create_container(sid, ctr("c", image, labels, "sleep", "30"))
     await rt.start_container(cid)
     boxes, ctrs = await rt.list_sandboxes(labels), await rt.list_containers(sid)
-    again = DockerRuntime(client, sandbox_image=image)
+    again = DockerRuntime(docker_client, sandbox_image=image)
     assert await again.list_sandboxes(labels) == boxes
     assert await again.list_containers(sid) == ctrs
     [c] = ctrs
@@ -237,7 +212,7 @@ async def test_fresh_runtime_adopts_what_runs(rt: DockerRuntime, client: Any, im
 
 
 @pytest.mark.privileged
-async def test_container_config_and_limits(rt: DockerRuntime, image: str, client: Any,
+async def test_container_config_and_limits(rt: DockerRuntime, image: str, docker_client: Any,
                                            labels: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "f").write_text("from-host\n")
     sid = await rt.run_sandbox(SandboxConfig("u1", "ns", "p", "p", labels=labels))
@@ -247,18 +222,18 @@ async def test_container_config_and_limits(rt: DockerRuntime, image: str, client
         env=(("V", "hello"),), working_dir="/tmp",
         mounts=(Mount("/data", str(tmp_path), read_only=True),),
         cpu_limit=0.5, memory_limit=64 * 2**20))
-    host = client.api.inspect_container(cid)["HostConfig"]
+    host = docker_client.api.inspect_container(cid)["HostConfig"]
     assert (host["NanoCpus"], host["Memory"]) == (500_000_000, 64 * 2**20)
     await rt.start_container(cid)
     c = await wait_for(rt, cid, exited)
-    assert (c.exit_code, logs(client, cid)) == (0, "hello\n/tmp\nfrom-host\nread-only\n")
+    assert (c.exit_code, logs(docker_client, cid)) == (0, "hello\n/tmp\nfrom-host\nread-only\n")
 
     # args alone replace the image's CMD (this image has no ENTRYPOINT)
     args = await rt.create_container(sid, ContainerConfig("a", image, args=("echo", "only"),
                                                           labels=labels))
     await rt.start_container(args)
     assert (await wait_for(rt, args, exited)).exit_code == 0
-    assert logs(client, args) == "only\n"
+    assert logs(docker_client, args) == "only\n"
 
 
 @pytest.mark.privileged
@@ -355,13 +330,13 @@ async def read_logs(rt: DockerRuntime, cid: str, **options: Any) -> bytes:
 
 
 @pytest.mark.privileged
-async def test_logs_tail_since_timestamps_follow(rt: DockerRuntime, image: str, client: Any,
+async def test_logs_tail_since_timestamps_follow(rt: DockerRuntime, image: str, docker_client: Any,
                                                  labels: dict[str, str]) -> None:
     cid = await running(rt, image, labels, "sh", "-c",
                         "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three; read x; "
                         "echo four; sleep 30",
                         stdin=True)
-    await wait_for(rt, cid, lambda c: "three" in logs(client, cid))
+    await wait_for(rt, cid, lambda c: "three" in logs(docker_client, cid))
     assert await read_logs(rt, cid) == b"one\ntwo\nthree\n"
     assert await read_logs(rt, cid, tail=2) == b"two\nthree\n"
     assert await read_logs(rt, cid, tail=0) == b""
