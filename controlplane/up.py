@@ -136,6 +136,8 @@ async def _up(args: argparse.Namespace, data_dir: Path) -> None:
     await controller.start()
     servers: list[AgentServer] = []
     try:
+        assert controller.server is not None
+        await controller.server.wait_seeded()  # "default" and the system namespaces exist
         progress(f"control plane: API on {controller.url} (store, API and controllers)")
         pki = controller.pki
         assert pki is not None

@@ -224,14 +224,15 @@ def build_base_image(client: docker.DockerClient, tag: str = DEFAULT_TAG,
     return got
 
 
-def docker_client() -> docker.DockerClient:
-    """A client from the environment (DOCKER_HOST, ...), or ``BaseImageError`` if none answers."""
+def docker_client(max_pool_size: int = 10) -> docker.DockerClient:
+    """A client from the environment (DOCKER_HOST, ...), or ``BaseImageError`` if none answers.
+    ``max_pool_size``: connections kept open (one per thread calling the engine at once)."""
     try:
         import docker
     except ImportError:
         raise BaseImageError("the docker Python package is missing: pip install 'docker>=7'") from None
     try:
-        client = docker.from_env(timeout=30)
+        client = docker.from_env(timeout=30, max_pool_size=max_pool_size)
         client.ping()
     except docker.errors.DockerException as e:
         raise BaseImageError(f"cannot reach the Docker engine: {_one_line(e)}") from None

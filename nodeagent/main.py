@@ -70,7 +70,7 @@ class RuntimeChoice:
 
 def _docker_client() -> Any | None:
     try:
-        return images.docker_client()
+        return images.docker_client(max_pool_size=RUNTIME_THREADS)
     except images.BaseImageError:
         return None
 

@@ -164,7 +164,7 @@ class PodWorker:
             if sandbox_id is not None:
                 mounts = await self._volumes(pod, state, waiting, retry_at, starts)
                 if mounts is not None:
-                    pod_ip = await self._pod_ip(sandbox_id)
+                    pod_ip = await self._pod_ip(pod, sandbox_id)
                     for start in starts:
                         await self._start(pod, state, sandbox_id, start, mounts, pod_ip,
                                           waiting, retry_at)
@@ -244,8 +244,8 @@ class PodWorker:
         state.failures.pop(VOLUMES, None)
         return mounts
 
-    async def _pod_ip(self, sandbox_id: str) -> str:
-        boxes = await self.runtime.list_sandboxes()
+    async def _pod_ip(self, pod: Obj, sandbox_id: str) -> str:
+        boxes = await self.runtime.list_sandboxes({LABEL_POD_UID: pod["metadata"]["uid"]})
         return next((b.ip or "" for b in boxes if b.id == sandbox_id), "")
 
     async def _start(self, pod: Obj, state: _PodState, sandbox_id: str, start: StartContainer,

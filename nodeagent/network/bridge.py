@@ -61,6 +61,11 @@ MAX_IFNAME_LEN = 15
 XTABLES_WAIT_S = "5"
 
 
+def _batch(*commands: tuple[str, ...]) -> str:
+    """``ip -batch`` input: one command per line (arguments here never hold spaces)."""
+    return "".join(" ".join(command) + "\n" for command in commands)
+
+
 def veth_name(sandbox_id: str) -> str:
     """The host end of the sandbox's veth: stable across agent restarts, 12 characters."""
     return VETH_PREFIX + hashlib.sha256(sandbox_id.encode()).hexdigest()[:8]
@@ -98,21 +103,27 @@ class BridgeNetwork:
         self.cluster_cidr = cluster_cidr
         self.masquerade = masquerade
         self.ipam = HostLocalIPAM(self.pod_cidr, Path(state_dir) / "ipam")
-        # One attach/detach/setup at a time: they share the bridge and the NAT chain, and a
-        # pod's attach must not interleave with its own detach.
+        # Setup and teardown one at a time (they share the bridge and the NAT chain); attaches
+        # and detaches of different sandboxes run at once (each touches only its own veth and
+        # its IPAM file, which has its own lock), but a sandbox's attach never interleaves
+        # with its own detach.
         self._lock = asyncio.Lock()
+        self._sandbox_locks: dict[str, asyncio.Lock] = {}
         self._set_up = False
 
     # -- PodNetwork ------------------------------------------------------------------------
 
+    def _sandbox_lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._sandbox_locks.setdefault(sandbox_id, asyncio.Lock())
+
     async def attach(self, sandbox_id: str, netns_path: str) -> str:
-        async with self._lock:
+        if not self._set_up:
+            await self.setup()
+        async with self._sandbox_lock(sandbox_id):
             veth = veth_name(sandbox_id)
             held = self.ipam.lookup(sandbox_id)
             if held is not None and await self._link_exists(veth):
                 return held
-            if not self._set_up:
-                await self._setup()
             try:
                 address = await self._attach(sandbox_id, veth, netns_path)
             except BaseException:
@@ -123,13 +134,14 @@ class BridgeNetwork:
             return address
 
     async def detach(self, sandbox_id: str, netns_path: str | None) -> None:
-        async with self._lock:
+        async with self._sandbox_lock(sandbox_id):
             veth = veth_name(sandbox_id)
             # Deleting the host end removes the pair; if the namespace died the kernel removed
             # both already, so netns_path is not needed.
             await self._delete_link(veth)
             self.ipam.release(sandbox_id)
             log.info("network: sandbox %s detached", sandbox_id)
+        self._sandbox_locks.pop(sandbox_id, None)
 
     def ip_of(self, sandbox_id: str) -> str | None:
         return self.ipam.lookup(sandbox_id)
@@ -222,15 +234,18 @@ class BridgeNetwork:
         address = self.ipam.allocate(sandbox_id)
         await self._delete_link(veth)  # the host end left by an attach that crashed midway
         mtu = str(self.mtu)
-        await run(*self._host_ip("link", "add", veth, "mtu", mtu, "type", "veth",
-                                 "peer", "name", POD_IFNAME, "mtu", mtu, "netns", netns_path))
-        await run(*self._host_ip("link", "set", "dev", veth, "master", self.bridge, "up"))
+        # Two ``ip -batch`` runs, one per namespace: each process start costs more than the
+        # netlink calls it makes, and attaches are on every pod's startup path.
+        await run(*self._host_ip("-batch", "-"), stdin=_batch(
+            ("link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", POD_IFNAME,
+             "mtu", mtu, "netns", netns_path),
+            ("link", "set", "dev", veth, "master", self.bridge, "up")))
         cidr = f"{address}/{self.network.prefixlen}"
-        await run(*self._pod_ip(netns_path, "addr", "add", cidr, "dev", POD_IFNAME))
-        await run(*self._pod_ip(netns_path, "link", "set", "dev", POD_IFNAME, "up"))
-        await run(*self._pod_ip(netns_path, "link", "set", "dev", "lo", "up"))
-        await run(*self._pod_ip(netns_path, "route", "add", "default", "via", self.gateway,
-                                "dev", POD_IFNAME))
+        await run(*self._pod_ip(netns_path, "-batch", "-"), stdin=_batch(
+            ("addr", "add", cidr, "dev", POD_IFNAME),
+            ("link", "set", "dev", POD_IFNAME, "up"),
+            ("link", "set", "dev", "lo", "up"),
+            ("route", "add", "default", "via", self.gateway, "dev", POD_IFNAME)))
         return address
 
     async def _rollback(self, sandbox_id: str, veth: str) -> None:

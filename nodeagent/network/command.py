@@ -28,21 +28,24 @@ class Result:
     stderr: str
 
 
-async def run(*argv: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S) -> Result:
-    """Run ``argv``; with ``check`` a non-zero exit raises PodNetworkError."""
-    command = shlex.join(argv)
+async def run(*argv: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S,
+              stdin: str | None = None) -> Result:
+    """Run ``argv`` (with ``stdin`` as its input: ``ip -batch -``'s commands); with ``check``
+    a non-zero exit raises PodNetworkError."""
+    command = shlex.join(argv) + (f" <<< {stdin!r}" if stdin is not None else "")
     log.debug("network: %s", command)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
         raise PodNetworkError(f"{command}: {argv[0]} is not installed") from None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin is not None else None), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -100,6 +100,9 @@ PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 SANDBOX_STOP_TIMEOUT_S = 2
 #: Containers still running when their sandbox stops are killed at once (CRI: forced).
 SANDBOX_CONTAINER_STOP_TIMEOUT_S = 0
+#: States in which a container's inspect data stay the same (see ``_inspect_all``).
+STABLE_STATES = frozenset({"running", "exited", "dead"})
+INSPECT_CACHE_MAX = 10_000
 #: Docker's "never": zero time.
 ZERO_TIME_PREFIX = "0001-01-01"
 
@@ -191,6 +194,8 @@ class DockerRuntime:
         self.network = network
         self.network_mode = "none" if network is not None else "bridge"
         self.clock = clock
+        #: container id -> (the state it was inspected in, the inspect data); see _inspect_all.
+        self._inspected: dict[str, tuple[str, dict[str, Any]]] = {}
 
     async def _call(self, fn: Callable[..., _T], *args: Any,
                     failure: type[RuntimeFailure] = RuntimeFailure, **kwargs: Any) -> _T:
@@ -205,15 +210,15 @@ class DockerRuntime:
     # sandboxes
 
     async def run_sandbox(self, config: SandboxConfig) -> str:
-        container = await self._call(self._create_sandbox, config)
+        sandbox_id = await self._call(self._create_sandbox, config)
         try:
-            await self._call(self.api.start, container.id)
+            await self._call(self.api.start, sandbox_id)
             if self.network is not None:
-                await self._attach_network(container.id)
+                await self._attach_network(sandbox_id)
         except RuntimeFailure:
-            await self._call(self.api.remove_container, container.id, force=True)
+            await self._call(self.api.remove_container, sandbox_id, force=True)
             raise
-        return str(container.id)
+        return sandbox_id
 
     async def _attach_network(self, sandbox_id: str) -> None:
         """Give a started sandbox its pod interface, through its process's namespace."""
@@ -236,21 +241,27 @@ class DockerRuntime:
         except PodNetworkError as exc:
             raise RuntimeFailure(f"pod network: {exc}") from None
 
-    def _create_sandbox(self, config: SandboxConfig) -> Any:
+    def _create_sandbox(self, config: SandboxConfig) -> str:
+        # The low-level API: the high-level ``containers.create`` inspects what it created,
+        # one more engine call per pod for nothing.
         dns = config.dns
-        ports = {f"{p.container_port}/{p.protocol.lower()}":
-                 (p.host_ip, p.host_port) if p.host_ip else p.host_port
-                 for p in config.port_mappings if p.host_port}
-        return self.client.containers.create(
-            self.sandbox_image, entrypoint=["sh", "-c", PAUSE_SCRIPT],
-            name=docker_name("POD", config.labels),
-            hostname=config.hostname, network_mode=self.network_mode, ipc_mode="shareable",
-            ports=ports or None,
+        published = [p for p in config.port_mappings if p.host_port]
+        host_config = self.api.create_host_config(
+            network_mode=self.network_mode, ipc_mode="shareable",
+            port_bindings={f"{p.container_port}/{p.protocol.lower()}":
+                           (p.host_ip, p.host_port) if p.host_ip else p.host_port
+                           for p in published} or None,
             dns=list(dns.servers) if dns and dns.servers else None,
             dns_search=list(dns.searches) if dns and dns.searches else None,
-            dns_opt=list(dns.options) if dns and dns.options else None,
+            dns_opt=list(dns.options) if dns and dns.options else None)
+        created = self.api.create_container(
+            self.sandbox_image, entrypoint=["sh", "-c", PAUSE_SCRIPT],
+            name=docker_name("POD", config.labels), hostname=config.hostname,
+            ports=[(p.container_port, p.protocol.lower()) for p in published] or None,
+            host_config=host_config,
             labels={**config.labels, LABEL_POD_UID: config.pod_uid, LABEL_MANAGED: "true",
                     LABEL_DOCKER_TYPE: TYPE_SANDBOX})
+        return str(created["Id"])
 
     async def stop_sandbox(self, sandbox_id: str) -> None:
         attrs = await self._call(self.api.inspect_container, sandbox_id)  # NotFound if absent
@@ -269,6 +280,7 @@ class DockerRuntime:
                 await self.remove_container(c.id)
             except NotFound:
                 pass  # removed meanwhile
+        self._inspected.pop(sandbox_id, None)
         await self._call(self.api.remove_container, sandbox_id, force=True)
 
     async def list_sandboxes(self, labels: Mapping[str, str] | None = None
@@ -293,26 +305,27 @@ class DockerRuntime:
         if not (sandbox.get("State") or {}).get("Running"):
             raise CreateContainerError(f"sandbox {sandbox_id} is not ready")
         try:
-            container = await self._call(self._create_container, sandbox["Id"], config,
-                                         failure=CreateContainerError)
+            return await self._call(self._create_container, sandbox["Id"], config,
+                                    failure=CreateContainerError)
         except NotFound as e:  # the image
             raise CreateContainerError(str(e)) from None
-        return str(container.id)
 
-    def _create_container(self, sandbox_id: str, config: ContainerConfig) -> Any:
-        return self.client.containers.create(
-            config.image, name=docker_name(config.name, config.labels),
-            entrypoint=list(config.command) or None, command=list(config.args) or None,
-            environment=[f"{k}={v}" for k, v in config.env],
-            working_dir=config.working_dir or None,
+    def _create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
+        host_config = self.api.create_host_config(
             network_mode=f"container:{sandbox_id}", ipc_mode=f"container:{sandbox_id}",
             mounts=[docker.types.Mount(m.container_path, m.host_path, type="bind",
                                        read_only=m.read_only) for m in config.mounts],
             nano_cpus=round(config.cpu_limit * 1e9) if config.cpu_limit else None,
-            mem_limit=config.memory_limit or None,
+            mem_limit=config.memory_limit or None)
+        created = self.api.create_container(
+            config.image, name=docker_name(config.name, config.labels),
+            entrypoint=list(config.command) or None, command=list(config.args) or None,
+            environment=[f"{k}={v}" for k, v in config.env],
+            working_dir=config.working_dir or None, host_config=host_config,
             stdin_open=config.stdin, tty=config.tty,
             labels={**config.labels, LABEL_CONTAINER_NAME: config.name, LABEL_MANAGED: "true",
                     LABEL_DOCKER_TYPE: TYPE_CONTAINER, LABEL_SANDBOX_ID: sandbox_id})
+        return str(created["Id"])
 
     async def start_container(self, container_id: str) -> None:
         # Docker fails at start what the kubelet would report at creation (no such
@@ -324,6 +337,7 @@ class DockerRuntime:
         await self._call(self.api.stop, container_id, timeout=max(0, math.ceil(timeout)))
 
     async def remove_container(self, container_id: str) -> None:
+        self._inspected.pop(container_id, None)
         await self._call(self.api.remove_container, container_id, force=True)
 
     async def list_containers(self, sandbox_id: str | None = None,
@@ -352,13 +366,28 @@ class DockerRuntime:
             labels=labels)
 
     def _inspect_all(self, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Inspect every container matching ``filters``, skipping those removed meanwhile."""
+        """Inspect every container matching ``filters``, skipping those removed meanwhile.
+
+        One list call, and an inspect only for containers whose state changed since they
+        were last inspected: a running container's inspect data do not change while it runs,
+        an exited one's never do, and the agent lists the engine every second (the engine's
+        CPU, on a small host, is what pods start with)."""
         found = []
-        for summary in self.api.containers(all=True, filters=dict(filters)):
+        listed = self.api.containers(all=True, filters=dict(filters))
+        for summary in listed:
+            container_id, state = summary["Id"], summary.get("State", "")
+            cached = self._inspected.get(container_id)
+            if cached is not None and cached[0] == state and state in STABLE_STATES:
+                found.append(cached[1])
+                continue
             try:
-                found.append(self.api.inspect_container(summary["Id"]))
+                attrs = self.api.inspect_container(container_id)
             except docker.errors.NotFound:
-                pass
+                continue
+            self._inspected[container_id] = (state, attrs)
+            found.append(attrs)
+        if len(self._inspected) > INSPECT_CACHE_MAX:
+            self._inspected.clear()  # removed containers' entries: start over, rarely
         return found
 
     # images
