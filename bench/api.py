@@ -61,13 +61,13 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 import psutil
+from benchkit import interrupt, machine_busy
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.auth.pki import client_ssl_context
@@ -286,11 +286,6 @@ class CpuSample:
     machine_busy: float  # seconds, all CPUs
 
 
-def _machine_busy() -> float:
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
 def _thread_split(pid: int) -> tuple[float, float]:
     try:
         proc = psutil.Process(pid)
@@ -306,7 +301,7 @@ def _sample(watched: dict[str, int]) -> CpuSample:
     return CpuSample(
         at=time.monotonic(),
         per_process={label: _thread_split(pid) for label, pid in watched.items()},
-        machine_busy=_machine_busy(),
+        machine_busy=machine_busy(),
     )
 
 
@@ -841,10 +836,6 @@ def main_sync(settings: Settings) -> None:
           f"p99 {p:.1f} ms")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true",
@@ -882,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
                         backends=(args.backend,) if args.backend else BACKENDS,
                         controllers=args.controllers)
     # SIGTERM unwinds like Ctrl-C, so every cluster's context manager stops it.
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         main_sync(settings)
     except KeyboardInterrupt:

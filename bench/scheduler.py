@@ -67,12 +67,12 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
+from benchkit import interrupt, machine_busy, nearest_rank
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.client import NODES, PODS, ApiClient, FuncHandler
@@ -172,11 +172,6 @@ def thread_split(pid: int) -> tuple[float, float]:
         return (math.nan, math.nan)
     main = sum(t.user_time + t.system_time for t in threads if t.id == pid)
     return main, sum(t.user_time + t.system_time for t in threads if t.id != pid)
-
-
-def machine_busy() -> float:
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 @dataclass
@@ -346,13 +341,6 @@ class Result:
     leader: str | None = None
     profile: list[str] = field(default_factory=list)
     setup_s: float = 0.0
-
-
-def nearest_rank(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    if not ordered:
-        return math.nan
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 async def wait_for(check: Any, timeout: float, what: str) -> None:
@@ -616,10 +604,6 @@ def main_sync(settings: Settings) -> int:
     return 0
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true",
@@ -645,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nodes, --pods and --concurrency must be at least 1")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return main_sync(Settings(quick=args.quick, nodes=nodes, pods=pods,
                                   concurrency=args.concurrency, kubelets=args.kubelets,
