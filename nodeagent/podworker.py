@@ -40,6 +40,7 @@ from nodeagent.envvars import (
     resolve_env,
 )
 from nodeagent.podsync import (
+    CRASH_LOOP_BACK_OFF,
     CREATE_CONTAINER_ERROR,
     ERR_IMAGE_NEVER_PULL,
     ERR_IMAGE_PULL,
@@ -157,6 +158,11 @@ class PodWorker:
         state.backoff = actions.backoff
         waiting = dict(actions.waiting)
         retry_at = [actions.requeue_at] if actions.requeue_at is not None else []
+        meta = pod["metadata"]
+        for name, (reason, _) in actions.waiting.items():
+            if reason == CRASH_LOOP_BACK_OFF:
+                await self.emit(pod, WARNING, "BackOff", f"Back-off restarting failed container "
+                                f"{name} in pod {meta['name']}_{meta.get('namespace')}({uid})")
         await self._kill(pod, observed, actions)
         starts = [actions.next_init] if actions.next_init else list(actions.to_start)
         if starts:

@@ -151,6 +151,7 @@ async def test_a_killed_container_restarts_in_place_then_backs_off(
         status = await eventually(lambda: _waiting(client, "crashy", "CrashLoopBackOff"))
         assert "back-off 10s" in container_status(status)["state"]["waiting"]["message"]
         assert container_status(status)["lastState"]["terminated"]["exitCode"] == 1
+        assert "BackOff" in await eventually(lambda: _has_reasons(client, "crashy", {"BackOff"}))
 
 
 async def _restarts(client: ApiClient, name: str, count: int, state: str
