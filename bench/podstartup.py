@@ -41,8 +41,22 @@ run's label); the temporary directory.
 
 The last line is ``podstartup: corral p50 X ms p99 Y ms, docker run p50 Z ms, ratio R``.
 Targets: p99 <= 1 s, R <= 2.0, RSS with 30 pods <= 100 MB.
+
+``--split`` measures only the agent's memory, instead of all the above: ``corral controller``
+(``--cluster-cidr 10.254.0.0/16``, a temporary data dir, free loopback ports) and ``corral
+agent`` (Docker, bridge ``corralb1``, credentials from ``corral join`` with the controller's join
+token and CA hash) as two child processes, node ``podstartup-split-<run id>``. Once the Node is
+Ready, 30 pods (the same spec) are created, ``--concurrency`` at a time (closed loop); the RSS of
+the agent process is read when the watch sees the 30th Running, the agent's and the controller's
+again once all are Running and 2 s have passed, with the agent's peak (VmHWM). Its last line is
+``split: agent process RSS with 30 pods Running: N MB (controller process: M MB)``; target
+(issue 5): agent RSS with 30 pods <= 100 MB. Cleanup: SIGTERM to the agent, then to the
+controller (SIGKILL after 30 s each), ``corral down --purge`` of the directory holding
+``agent/`` (this node's containers, bridge corralb1 and its NAT rule), then a check that no
+container of the node and no bridge corralb1 is left, and the temporary directory removed.
+
 Usage: ``python bench/podstartup.py [--quick] [--pods N] [--concurrency N] [--burst]
-[--log-level LEVEL] [--keep-log] [-v]``.
+[--split] [--log-level LEVEL] [--keep-log] [-v]``.
 """
 
 from __future__ import annotations
@@ -74,6 +88,7 @@ import docker
 import psutil
 from benchkit import interrupt, machine_busy, nearest_rank
 
+from controlplane.auth.pki import JOIN_TOKEN_FILE, ClusterPKI
 from controlplane.client import NODES, PODS, ApiClient
 from nodeagent.runtime.base import LABEL_MANAGED, LABEL_NODE_NAME, LABEL_POD_NAME
 from nodeagent.runtime.docker import LABEL_DOCKER_TYPE, TYPE_SANDBOX
@@ -96,6 +111,9 @@ STOP_TIMEOUT_S = 30.0
 #: corral up's own pod network, apart from the default corral0 / 10.244.0.0/16 and tests'.
 BRIDGE = "corralb0"
 CLUSTER_CIDR = "10.252.0.0/16"
+#: --split: the separate agent's pod network, apart from corralb0 and the default corral0.
+SPLIT_BRIDGE = "corralb1"
+SPLIT_CLUSTER_CIDR = "10.254.0.0/16"
 # Targets of the issue.
 TARGET_P99_MS = 1000.0
 TARGET_RATIO = 2.0
@@ -111,6 +129,7 @@ class Settings:
     log_level: str = "WARNING"
     keep_log: bool = False
     burst: bool = False
+    split: bool = False
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -221,6 +240,8 @@ def remove_containers(label: str) -> int:
 class CorralUp:
     """``corral up`` as a child process, its output in a log file of the data dir."""
 
+    what = "corral up"
+
     def __init__(self, data_dir: Path, node: str, log_level: str) -> None:
         self.data_dir = data_dir
         self.node = node
@@ -292,12 +313,126 @@ class CorralUp:
         return out
 
 
-async def wait_up(up: CorralUp) -> ApiClient:
+class SplitCluster:
+    """``--split``: ``corral controller`` and ``corral agent`` as two child processes, the agent
+    joined with ``corral join``. ``root`` holds ``controller/``, ``creds/`` and ``agent/``: it
+    is the data dir ``corral down`` is given (it reads ``root/agent``)."""
+
+    what = "corral controller / corral agent"
+
+    def __init__(self, root: Path, node: str, log_level: str) -> None:
+        self.root = root
+        self.node = node
+        self.log_level = log_level
+        self.controller_dir = root / "controller"
+        self.creds = root / "creds"
+        self.agent_dir = root / "agent"
+        self.kubeconfig = self.controller_dir / "admin.kubeconfig"
+        self.logs = {"controller": root.parent / "controller.log",
+                     "agent": root.parent / "agent.log"}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.api_url = ""
+
+    def pid(self, which: str) -> int:
+        return self.procs[which].pid
+
+    def _spawn(self, which: str, argv: list[str]) -> None:
+        with open(self.logs[which], "ab") as out:
+            self.procs[which] = subprocess.Popen(
+                [sys.executable, "-m", "controlplane.cli", *argv], cwd=ROOT, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def start_controller(self) -> None:
+        api, peer = free_ports(2)
+        self.api_url = f"https://127.0.0.1:{api}"
+        self._spawn("controller", [
+            "controller", "--listen-peer", f"127.0.0.1:{peer}", "--listen-api",
+            f"127.0.0.1:{api}", "--data-dir", str(self.controller_dir), "--cluster-cidr",
+            SPLIT_CLUSTER_CIDR, "--log-level", self.log_level])
+
+    def join(self) -> None:
+        """``corral join`` with the controller's join token and CA hash: the node's
+        credentials in ``creds/``."""
+        pki = self.controller_dir / "pki"
+        token = (pki / JOIN_TOKEN_FILE).read_text().strip()
+        done = subprocess.run(
+            [sys.executable, "-m", "controlplane.cli", "join", "--server", self.api_url,
+             "--token", token, "--ca-hash", ClusterPKI.load(pki).ca_fingerprint(),
+             "--node-name", self.node, "--node-ip", "127.0.0.1", "--dir", str(self.creds)],
+            cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"corral join failed (exit {done.returncode}): "
+                               + " | ".join((done.stdout + done.stderr).splitlines()[-5:]))
+
+    def start_agent(self) -> None:
+        self._spawn("agent", [
+            "agent", "--kubeconfig", str(self.creds / "node.kubeconfig"), "--tls-cert-file",
+            str(self.creds / "server.crt"), "--tls-private-key-file",
+            str(self.creds / "server.key"), "--client-ca-file", str(self.creds / "ca.crt"),
+            "--node-name", self.node, "--node-ip", "127.0.0.1", "--port", "0", "--data-dir",
+            str(self.agent_dir), "--runtime", "docker", "--bridge", SPLIT_BRIDGE,
+            "--cluster-cidr", SPLIT_CLUSTER_CIDR, "--log-level", self.log_level])
+
+    def alive(self) -> bool:
+        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
+
+    def stop(self) -> str:
+        """SIGTERM to the agent, then to the controller, each SIGKILLed after STOP_TIMEOUT_S;
+        their exit statuses."""
+        out = []
+        for which in ("agent", "controller"):
+            proc = self.procs.get(which)
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    log.warning("corral %s did not stop within %.0f s: killed", which,
+                                STOP_TIMEOUT_S)
+                    proc.kill()
+                    proc.wait()
+            out.append(f"{which} stopped (exit {proc.returncode})")
+        return ", ".join(out) or "nothing started"
+
+    def down(self) -> str:
+        """``corral down --purge`` of ``root``: this node's containers, bridge and NAT rule, and
+        ``root``; what it printed."""
+        if not self.root.exists():
+            return "nothing to remove"
+        done = subprocess.run(
+            [sys.executable, "-m", "controlplane.cli", "down", "--data-dir", str(self.root),
+             "--purge"], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300)
+        out = "; ".join(line.strip() for line in (done.stdout + done.stderr).splitlines()
+                        if line.strip())
+        return out if done.returncode == 0 else f"failed (exit {done.returncode}): {out}"
+
+    def leftovers(self) -> str:
+        """After ``down``: force-removes any container of this node still there, and says
+        whether the bridge is gone."""
+        left = remove_containers(f"{LABEL_NODE_NAME}={self.node}")
+        bridge = Path("/sys/class/net", SPLIT_BRIDGE).exists()
+        return (f"{left} containers of node {self.node} were left (removed now)" if left else
+                f"no container of node {self.node} left") + (
+            f"; bridge {SPLIT_BRIDGE} STILL PRESENT" if bridge else
+            f"; bridge {SPLIT_BRIDGE} gone")
+
+    def tail(self, lines: int = 8) -> list[str]:
+        out = []
+        for which, path in self.logs.items():
+            with contextlib.suppress(OSError):
+                out += [f"{which}: {line}" for line in
+                        path.read_text(errors="replace").splitlines()[-lines:]]
+        return out
+
+
+async def wait_up(up: CorralUp | SplitCluster) -> ApiClient:
     """The admin client once the kubeconfig exists and the Node is Ready."""
     deadline = time.monotonic() + UP_READY_TIMEOUT_S
     while not up.kubeconfig.exists():
         if not up.alive():
-            raise RuntimeError("corral up ended: " + " | ".join(up.tail()))
+            raise RuntimeError(f"{up.what} ended: " + " | ".join(up.tail()))
         if time.monotonic() > deadline:
             raise TimeoutError(f"no kubeconfig within {UP_READY_TIMEOUT_S:.0f} s")
         await asyncio.sleep(0.1)
@@ -306,7 +441,7 @@ async def wait_up(up: CorralUp) -> ApiClient:
     try:
         while True:
             if not up.alive():
-                raise RuntimeError("corral up ended: " + " | ".join(up.tail()))
+                raise RuntimeError(f"{up.what} ended: " + " | ".join(up.tail()))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no Ready node within {UP_READY_TIMEOUT_S:.0f} s")
             with contextlib.suppress(Exception):
@@ -712,6 +847,135 @@ def cleanup(up: CorralUp, run_id: str, tmp: Path, keep_log: bool) -> None:
     print(f"cleanup ({time.monotonic() - began:.1f} s): " + "; ".join(steps), file=sys.stderr)
 
 
+# -- --split: the agent as its own process ---------------------------------------------------
+
+
+@dataclass
+class SplitRun:
+    setup_s: float = 0.0
+    span: float = 0.0
+    times: PodTimes = field(default_factory=PodTimes)
+    rss_agent: float = math.nan
+    rss_controller: float = math.nan
+    hwm_agent: float = math.nan
+    hwm_controller: float = math.nan
+
+
+async def measure_split(split: SplitCluster, settings: Settings, run: SplitRun) -> None:
+    began = time.monotonic()
+    split.start_controller()
+    for path in (split.kubeconfig, split.controller_dir / "pki" / JOIN_TOKEN_FILE):
+        while not path.exists():
+            if not split.alive():
+                raise RuntimeError(f"{split.what} ended: " + " | ".join(split.tail()))
+            if time.monotonic() - began > UP_READY_TIMEOUT_S:
+                raise TimeoutError(f"no {path.name} within {UP_READY_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.1)
+    await asyncio.to_thread(split.join)
+    split.start_agent()
+    client = await wait_up(split)
+    try:
+        run.setup_s = time.monotonic() - began
+        log.info("split: node Ready after %.1f s", run.setup_s)
+        watch = PodWatch(client, run.times, split.pid("agent"))
+        await watch.start()
+        try:
+            names = [f"pod-{i:03d}" for i in range(RSS_AT_PODS)]
+            t = time.monotonic()
+            await corral_phase(client, watch, names, settings.concurrency, burst=False)
+            run.span = time.monotonic() - t
+            await asyncio.sleep(2.0)
+            agent, controller = split.pid("agent"), split.pid("controller")
+            run.rss_agent, run.rss_controller = rss_mb(agent), rss_mb(controller)
+            run.hwm_agent, run.hwm_controller = hwm_mb(agent), hwm_mb(controller)
+        finally:
+            await watch.stop()
+    finally:
+        await client.__aexit__(None, None, None)
+
+
+def report_split(run: SplitRun, split: SplitCluster, wall: float) -> None:
+    t = run.times
+    names = [n for n in t.sent if n in t.running]
+    lat = [t.running[n] - t.sent[n] for n in names]
+    dist = ", ".join(f"p{int(q * 100)} {1000 * nearest_rank(lat, q):.0f} ms"
+                     for q in (0.5, 0.9, 0.99, 1.0)) if lat else "n/a"
+    print(f"split: {len(names)} of {RSS_AT_PODS} pods Running in {run.span:.2f} s (first create "
+          f"to last Running); creation to Running: {dist}")
+    if t.failed:
+        print(f"split: failed creates: {dict(t.failed.most_common(3))}")
+    at30 = t.rss_at.get(RSS_AT_PODS, math.nan)
+    print(f"split: agent RSS when the watch saw the {RSS_AT_PODS}th pod Running {at30:.0f} MB, "
+          f"2 s after {run.rss_agent:.0f} MB, peak (VmHWM) {run.hwm_agent:.0f} MB; controller "
+          f"RSS {run.rss_controller:.0f} MB, peak {run.hwm_controller:.0f} MB")
+    print(f"split: setup (controller start to node Ready, join included) {run.setup_s:.1f} s; "
+          f"wall time {wall:.1f} s")
+    ok = len(names) == RSS_AT_PODS and run.rss_agent <= TARGET_RSS_MB
+    print(f"split: target agent RSS with {RSS_AT_PODS} pods <= {TARGET_RSS_MB:.0f} MB: "
+          f"{'met' if ok else 'NOT met'} ({run.rss_agent:.0f} MB)")
+    print(f"split: agent process RSS with {len(names)} pods Running: {run.rss_agent:.0f} MB "
+          f"(controller process: {run.rss_controller:.0f} MB)")
+
+
+def split_main(settings: Settings) -> int:
+    run_id = uuid.uuid4().hex[:12]
+    node = f"podstartup-split-{run_id}"
+    print(f"pod startup benchmark (split): corral controller and corral agent (Docker) as two "
+          f"processes, {RSS_AT_PODS} pods on node {node}, {settings.concurrency} at a time; "
+          f"{psutil.cpu_count()} CPUs", flush=True)
+    others = [f"{n} containers of node {name}" for name, n in
+              other_agents_containers(node).most_common(4)] + other_corral_processes()[:4]
+    if others:
+        print(f"WARNING: other corral agents share this machine's CPU, the figures are noisier: "
+              f"{'; '.join(others)}", flush=True)
+    began = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="corral-podstartup-split-"))
+    split = SplitCluster(tmp / "data", node, settings.log_level)
+    run = SplitRun()
+    failed = False
+    try:
+        try:
+            asyncio.run(measure_split(split, settings, run))
+        except (TimeoutError, RuntimeError) as exc:
+            failed = True
+            print(f"split: failed: {exc}")
+            for line in split.tail():
+                print(f"  {line}")
+        if not failed:
+            report_split(run, split, time.monotonic() - began)
+            for which, path in split.logs.items():
+                with contextlib.suppress(OSError):
+                    for line in [x for x in path.read_text(errors="replace").splitlines()
+                                 if " ERROR " in x or "Traceback" in x][:5]:
+                        print(f"{which} log: {line[:240]}")
+    finally:
+        cleanup_split(split, tmp, settings.keep_log, run_id)
+    return 1 if failed else 0
+
+
+def cleanup_split(split: SplitCluster, tmp: Path, keep_log: bool, run_id: str) -> None:
+    """Stop the agent and the controller, ``corral down --purge``, check that no container of
+    the node and no bridge is left, remove the temporary directory. Every step runs."""
+    began = time.monotonic()
+    steps: list[str] = []
+    for label, step in (("stop", split.stop), (f"corral down (node {split.node})", split.down),
+                        ("left over", split.leftovers)):
+        try:
+            steps.append(f"{label}: {step()}")
+        except Exception as exc:  # noqa: BLE001 - the rest of the cleanup still runs
+            steps.append(f"{label} failed: {exc}")
+    if keep_log:
+        for which, path in split.logs.items():
+            kept = Path(tempfile.gettempdir()) / f"corral-podstartup-{run_id}-{which}.log"
+            with contextlib.suppress(OSError):
+                shutil.copy(path, kept)
+                steps.append(f"{which} log kept in {kept}")
+    if tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+    steps.append(f"{tmp} {'STILL PRESENT' if tmp.exists() else 'removed'}")
+    print(f"cleanup ({time.monotonic() - began:.1f} s): " + "; ".join(steps), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PODS} pods")
@@ -720,12 +984,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY,
                         help="creations (and docker runs) at a time (default %(default)s)")
     parser.add_argument("--log-level", default="WARNING",
-                        help="corral up's --log-level (diagnostics: INFO; default %(default)s)")
+                        help="corral up's (--split: controller's and agent's) --log-level (diagnostics: INFO; default %(default)s)")
     parser.add_argument("--keep-log", action="store_true",
-                        help="keep corral up's output in the temporary directory's parent")
+                        help="keep corral up's output (--split: the controller's and the agent's) in "
+                        "the temporary directory's parent")
     parser.add_argument("--burst", action="store_true",
                         help="creators do not wait for their pod to be Running: all pods are "
                         "created within about a second and queue on the node")
+    parser.add_argument("--split", action="store_true",
+                        help=f"only the agent's memory: corral controller and corral agent as "
+                        f"two processes, RSS of the agent with {RSS_AT_PODS} pods Running "
+                        "(--pods, --quick and --burst do not apply)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     pods = args.pods if args.pods is not None else (QUICK_PODS if args.quick else PODS_N)
@@ -735,9 +1004,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        return main_sync(Settings(quick=args.quick, pods=pods, concurrency=args.concurrency,
-                                  log_level=args.log_level, keep_log=args.keep_log,
-                                  burst=args.burst))
+        settings = Settings(quick=args.quick, pods=pods, concurrency=args.concurrency,
+                            log_level=args.log_level, keep_log=args.keep_log, burst=args.burst,
+                            split=args.split)
+        return split_main(settings) if settings.split else main_sync(settings)
     except KeyboardInterrupt:
         log.warning("interrupted; cleaned up")
         return 130
