@@ -30,24 +30,34 @@ to the device loop; this module only computes and verifies.
 
 Time and randomness are injected (``clock`` returns seconds on a monotonic scale,
 ``random_bytes(n)`` returns ``n`` random bytes) so that expiry and rotation are tested without
-sleeping. The XChaCha20-Poly1305 seal and open are injected as well (see ``XAEADEncrypt`` and
-``XAEADDecrypt``); the device passes overlay.crypto's ``XAEAD_encrypt``/``XAEAD_decrypt`` and,
-as ``xaead_error``, the exception its decrypt raises on a bad tag (``CryptoError``). All MAC comparisons go
-through ``hmac.compare_digest``. Keys and cookies are never logged.
+sleeping. The primitives come from ``overlay.crypto`` (``HASH``, ``MAC``, XChaCha20-Poly1305 as
+``XAEAD_encrypt``/``XAEAD_decrypt``, ``constant_time_equal`` for every MAC comparison) and the
+reply's wire format from ``overlay.messages`` (``MessageCookieReply``); of ``overlay.crypto``
+this module imports nothing that could do a Diffie-Hellman. Handshake messages are handled as
+raw bytes (mac1 at ``len - 32``, mac2 at ``len - 16``) so that the device can check mac1 before
+it parses anything. Keys and cookies are never logged.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
+from overlay.crypto import (
+    HASH,
+    KEY_LEN,
+    MAC,
+    MAC_LEN,
+    XNONCE_LEN,
+    CryptoError,
+    XAEAD_decrypt,
+    XAEAD_encrypt,
+    constant_time_equal,
+)
+from overlay.messages import MessageCookieReply, MessageError
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +66,24 @@ LABEL_COOKIE = b"cookie--"
 
 COOKIE_REFRESH_TIME = 120.0  # seconds: lifetime of Rm at the responder and of a cookie held by the initiator
 
-MAC_SIZE = 16  # bytes: keyed BLAKE2s-128
-KEY_SIZE = 32  # bytes: BLAKE2s-256 output, XChaCha20-Poly1305 key
-COOKIE_NONCE_SIZE = 24  # bytes: XChaCha20-Poly1305 nonce
-AEAD_TAG_SIZE = 16  # bytes
-
-MESSAGE_COOKIE_REPLY_TYPE = 3
-MESSAGE_COOKIE_REPLY_SIZE = 64  # bytes: 4 header + 4 receiver + 24 nonce + 16 cookie + 16 tag
-_COOKIE_REPLY_HEADER = struct.Struct("<BxxxI")  # type u8, three zero bytes, receiver index u32 LE
-
-XAEADEncrypt = Callable[[bytes, bytes, bytes, bytes], bytes]
-"""``xaead_encrypt(key32, nonce24, plaintext, aad) -> ciphertext || tag16`` (XChaCha20-Poly1305)."""
-
-XAEADDecrypt = Callable[[bytes, bytes, bytes, bytes], bytes]
-"""``xaead_decrypt(key32, nonce24, ciphertext || tag16, aad) -> plaintext`` (XChaCha20-Poly1305);
-raises the generator's ``xaead_error`` when authentication fails (``CryptoError`` for
-overlay.crypto's ``XAEAD_decrypt``, ``cryptography.exceptions.InvalidTag`` for cryptography's AEAD
-classes, the default)."""
-
 Clock = Callable[[], float]
 RandomBytes = Callable[[int], bytes]
 
 
-def _hash(*parts: bytes) -> bytes:
-    """HASH: unkeyed BLAKE2s-256 over the concatenation of ``parts``."""
-    h = hashlib.blake2s(digest_size=KEY_SIZE)
-    for part in parts:
-        h.update(part)
-    return h.digest()
-
-
-def _mac(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
-    """MAC: keyed BLAKE2s-128."""
-    return hashlib.blake2s(data, key=key, digest_size=MAC_SIZE).digest()
-
-
 def _check_public_key(public_key: bytes) -> None:
-    if len(public_key) != KEY_SIZE:
-        raise ValueError(f"a Curve25519 public key is {KEY_SIZE} bytes, got {len(public_key)}")
+    if len(public_key) != KEY_LEN:
+        raise ValueError(f"a Curve25519 public key is {KEY_LEN} bytes, got {len(public_key)}")
+
+
+def _unexpired(held: tuple[bytes, float] | None, now: float) -> bytes | None:
+    """The value of a ``(value, time obtained)`` pair (Rm, or a received cookie) while it is
+    younger than ``COOKIE_REFRESH_TIME``, else ``None``."""
+    if held is None:
+        return None
+    value, obtained = held
+    if now - obtained >= COOKIE_REFRESH_TIME:
+        return None
+    return value
 
 
 def source_bytes(address: ipaddress.IPv4Address | ipaddress.IPv6Address | str, port: int) -> bytes:
@@ -113,14 +103,12 @@ class CookieChecker:
         self,
         local_public_key: bytes,
         *,
-        xaead_encrypt: XAEADEncrypt,
         clock: Clock = time.monotonic,
         random_bytes: RandomBytes = os.urandom,
     ) -> None:
         _check_public_key(local_public_key)
-        self._mac1_key = _hash(LABEL_MAC1, local_public_key)
-        self._cookie_key = _hash(LABEL_COOKIE, local_public_key)
-        self._xaead_encrypt = xaead_encrypt
+        self._mac1_key = HASH(LABEL_MAC1 + local_public_key)
+        self._cookie_key = HASH(LABEL_COOKIE + local_public_key)
         self._clock = clock
         self._random_bytes = random_bytes
         # (Rm, time it was drawn), replaced as one value so readers never see a torn pair.
@@ -129,71 +117,48 @@ class CookieChecker:
     def check_mac1(self, msg: bytes | bytearray | memoryview) -> bool:
         """Whether ``msg`` (a whole handshake message) carries a valid mac1. No DH, constant-time
         comparison; call it before anything else touches the message."""
-        if len(msg) < 2 * MAC_SIZE:
+        if len(msg) < 2 * MAC_LEN:
             return False
         view = memoryview(msg)
-        smac1 = len(view) - 2 * MAC_SIZE
-        expected = _mac(self._mac1_key, view[:smac1])
-        return hmac.compare_digest(expected, bytes(view[smac1 : smac1 + MAC_SIZE]))
+        smac1 = len(view) - 2 * MAC_LEN
+        expected = MAC(self._mac1_key, view[:smac1])
+        return constant_time_equal(expected, bytes(view[smac1 : smac1 + MAC_LEN]))
 
     def check_mac2(self, msg: bytes | bytearray | memoryview, source: bytes) -> bool:
         """Whether ``msg`` carries a valid mac2 for a cookie this checker issued to ``source``
         (see ``source_bytes``) under the current, unexpired secret Rm."""
         secret = self._fresh_secret()
-        if secret is None or len(msg) < 2 * MAC_SIZE:
+        if secret is None or len(msg) < 2 * MAC_LEN:
             return False
         view = memoryview(msg)
-        smac2 = len(view) - MAC_SIZE
-        cookie = _mac(secret, source)
-        expected = _mac(cookie, view[:smac2])
-        return hmac.compare_digest(expected, bytes(view[smac2:]))
+        smac2 = len(view) - MAC_LEN
+        cookie = MAC(secret, source)
+        expected = MAC(cookie, view[:smac2])
+        return constant_time_equal(expected, bytes(view[smac2:]))
 
     def create_reply(self, msg: bytes | bytearray | memoryview, sender_index: int, source: bytes) -> bytes:
-        """A MessageCookieReply (64 bytes) answering ``msg``: addressed to ``sender_index`` (the
-        sender index the message carried), the cookie for ``source`` sealed with the mac1 of
-        ``msg`` as additional data. Draws a new Rm first when the current one has expired."""
-        if len(msg) < 2 * MAC_SIZE:
-            raise ValueError(f"a message with macs is at least {2 * MAC_SIZE} bytes, got {len(msg)}")
-        if not 0 <= sender_index <= 0xFFFFFFFF:
-            raise ValueError(f"sender index out of range: {sender_index}")
+        """A MessageCookieReply (64 bytes, packed) answering ``msg``: addressed to
+        ``sender_index`` (the sender index the message carried), the cookie for ``source`` sealed
+        with the mac1 of ``msg`` as additional data. Draws a new Rm first when the current one
+        has expired. ``ValueError`` for a message too short to carry macs or an index that is
+        not 32-bit (``MessageError``)."""
+        if len(msg) < 2 * MAC_LEN:
+            raise ValueError(f"a message with macs is at least {2 * MAC_LEN} bytes, got {len(msg)}")
         secret = self._fresh_secret()
         if secret is None:
-            secret = self._random_bytes(KEY_SIZE)
+            secret = self._random_bytes(KEY_LEN)
             self._secret = (secret, self._clock())
             log.debug("cookie secret rotated")
         view = memoryview(msg)
-        smac1 = len(view) - 2 * MAC_SIZE
-        mac1 = bytes(view[smac1 : smac1 + MAC_SIZE])
-        cookie = _mac(secret, source)
-        nonce = self._random_bytes(COOKIE_NONCE_SIZE)
-        sealed = self._xaead_encrypt(self._cookie_key, nonce, cookie, mac1)
-        reply = _COOKIE_REPLY_HEADER.pack(MESSAGE_COOKIE_REPLY_TYPE, sender_index) + nonce + sealed
-        if len(reply) != MESSAGE_COOKIE_REPLY_SIZE:
-            raise ValueError(f"xaead_encrypt returned {len(sealed)} bytes, expected {MAC_SIZE + AEAD_TAG_SIZE}")
-        return reply
+        smac1 = len(view) - 2 * MAC_LEN
+        mac1 = bytes(view[smac1 : smac1 + MAC_LEN])
+        cookie = MAC(secret, source)
+        nonce = self._random_bytes(XNONCE_LEN)
+        sealed = XAEAD_encrypt(self._cookie_key, nonce, cookie, mac1)
+        return MessageCookieReply(sender_index, nonce, sealed).pack()
 
     def _fresh_secret(self) -> bytes | None:
-        current = self._secret
-        if current is None:
-            return None
-        secret, born = current
-        if self._clock() - born >= COOKIE_REFRESH_TIME:
-            return None
-        return secret
-
-
-def parse_cookie_reply(reply: bytes | bytearray | memoryview) -> tuple[int, bytes, bytes]:
-    """``(receiver_index, nonce, sealed_cookie)`` of a MessageCookieReply; ``ValueError`` when
-    ``reply`` is not one (wrong size, type or reserved bytes). The device uses the receiver index
-    to find the peer whose ``CookieGenerator`` consumes the reply."""
-    if len(reply) != MESSAGE_COOKIE_REPLY_SIZE:
-        raise ValueError(f"a cookie reply is {MESSAGE_COOKIE_REPLY_SIZE} bytes, got {len(reply)}")
-    view = memoryview(reply)
-    if bytes(view[:4]) != bytes((MESSAGE_COOKIE_REPLY_TYPE, 0, 0, 0)):
-        raise ValueError("not a cookie reply: bad type or reserved bytes")
-    (_, receiver_index) = _COOKIE_REPLY_HEADER.unpack_from(view)
-    nonce_end = _COOKIE_REPLY_HEADER.size + COOKIE_NONCE_SIZE
-    return receiver_index, bytes(view[_COOKIE_REPLY_HEADER.size : nonce_end]), bytes(view[nonce_end:])
+        return _unexpired(self._secret, self._clock())
 
 
 class CookieGenerator:
@@ -204,15 +169,11 @@ class CookieGenerator:
         self,
         remote_public_key: bytes,
         *,
-        xaead_decrypt: XAEADDecrypt,
-        xaead_error: type[Exception] = InvalidTag,
         clock: Clock = time.monotonic,
     ) -> None:
         _check_public_key(remote_public_key)
-        self._mac1_key = _hash(LABEL_MAC1, remote_public_key)
-        self._cookie_key = _hash(LABEL_COOKIE, remote_public_key)
-        self._xaead_decrypt = xaead_decrypt
-        self._xaead_error = xaead_error
+        self._mac1_key = HASH(LABEL_MAC1 + remote_public_key)
+        self._cookie_key = HASH(LABEL_COOKIE + remote_public_key)
         self._clock = clock
         self._cookie: tuple[bytes, float] | None = None  # (cookie, time received)
         self._last_mac1: bytes | None = None  # mac1 of the last message sent, until a reply uses it
@@ -220,15 +181,15 @@ class CookieGenerator:
     def add_macs(self, msg: bytearray) -> None:
         """Fill the last 32 bytes of ``msg`` (a whole handshake message) with mac1 and mac2;
         mac2 is zero unless a cookie younger than ``COOKIE_REFRESH_TIME`` is held."""
-        if len(msg) < 2 * MAC_SIZE:
-            raise ValueError(f"a message with macs is at least {2 * MAC_SIZE} bytes, got {len(msg)}")
-        smac2 = len(msg) - MAC_SIZE
-        smac1 = smac2 - MAC_SIZE
+        if len(msg) < 2 * MAC_LEN:
+            raise ValueError(f"a message with macs is at least {2 * MAC_LEN} bytes, got {len(msg)}")
+        smac2 = len(msg) - MAC_LEN
+        smac1 = smac2 - MAC_LEN
         with memoryview(msg) as view:
-            mac1 = _mac(self._mac1_key, view[:smac1])
+            mac1 = MAC(self._mac1_key, view[:smac1])
             msg[smac1:smac2] = mac1
             cookie = self._fresh_cookie()
-            msg[smac2:] = bytes(MAC_SIZE) if cookie is None else _mac(cookie, view[:smac2])
+            msg[smac2:] = bytes(MAC_LEN) if cookie is None else MAC(cookie, view[:smac2])
         self._last_mac1 = mac1
 
     def consume_reply(self, reply: bytes | bytearray | memoryview) -> bool:
@@ -236,8 +197,8 @@ class CookieGenerator:
         ``False`` (and no change) for anything else: malformed, forged, or for a message never
         sent. A message's mac1 unlocks one reply only."""
         try:
-            _, nonce, sealed = parse_cookie_reply(reply)
-        except ValueError as exc:
+            message = MessageCookieReply.unpack(reply)
+        except MessageError as exc:
             log.debug("cookie reply dropped: %s", exc)
             return False
         last_mac1 = self._last_mac1
@@ -245,22 +206,13 @@ class CookieGenerator:
             log.debug("cookie reply dropped: no handshake message sent")
             return False
         try:
-            cookie = self._xaead_decrypt(self._cookie_key, nonce, sealed, last_mac1)
-        except self._xaead_error:
+            cookie = XAEAD_decrypt(self._cookie_key, message.nonce, message.encrypted_cookie, last_mac1)
+        except CryptoError:
             log.debug("cookie reply dropped: does not authenticate against the last mac1 sent")
-            return False
-        if len(cookie) != MAC_SIZE:
-            log.debug("cookie reply dropped: cookie of %d bytes", len(cookie))
             return False
         self._cookie = (cookie, self._clock())
         self._last_mac1 = None
         return True
 
     def _fresh_cookie(self) -> bytes | None:
-        current = self._cookie
-        if current is None:
-            return None
-        cookie, received = current
-        if self._clock() - received >= COOKIE_REFRESH_TIME:
-            return None
-        return cookie
+        return _unexpired(self._cookie, self._clock())

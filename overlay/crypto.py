@@ -21,6 +21,10 @@ Everything works on raw ``bytes`` so that the handshake (``noise.py``), the cook
 - ``key_to_base64``/``key_from_base64``: keys as ``wg`` prints and reads them.
 - ``constant_time_equal``: every comparison of secrets or MACs goes through it.
 
+The sizes (``KEY_LEN``, ``MAC_LEN``, ``TAG_LEN``, ``XNONCE_LEN``), ``MAX_COUNTER`` and
+``ZERO_KEY`` are defined here once; the wire formats, the handshake, the cookies and the keypairs
+import them.
+
 Failures to authenticate raise ``CryptoError`` and nothing else. No function logs, and none
 keeps a reference to a key after returning.
 """
@@ -53,8 +57,9 @@ XNONCE_LEN = 24
 HCHACHA_NONCE_LEN = 16
 #: The largest AEAD counter the 64-bit nonce field can carry.
 MAX_COUNTER = 2**64 - 1
+#: The all-zero key: an absent preshared key, and the result DH refuses.
+ZERO_KEY = bytes(KEY_LEN)
 
-_ZERO_KEY = bytes(KEY_LEN)
 #: "expand 32-byte k", ChaCha's first four state words.
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")
 _WORDS = struct.Struct("<16I")
@@ -99,7 +104,7 @@ def DH(private: bytes, public: bytes) -> bytes:
         )
     except ValueError as exc:  # cryptography refuses an all-zero result
         raise CryptoError("low-order public key") from exc
-    if hmac.compare_digest(shared, _ZERO_KEY):  # should a backend ever return zeros instead
+    if hmac.compare_digest(shared, ZERO_KEY):  # should a backend ever return zeros instead
         raise CryptoError("low-order public key")
     return shared
 
@@ -112,8 +117,8 @@ def HASH(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
-def MAC(key: bytes, data: bytes) -> bytes:
-    """Keyed BLAKE2s with a 16-byte digest (mac1 and mac2)."""
+def MAC(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
+    """Keyed BLAKE2s with a 16-byte digest (mac1 and mac2); ``data`` may be a view of a message."""
     return hashlib.blake2s(data, digest_size=MAC_LEN, key=key).digest()
 
 

@@ -36,12 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from overlay.crypto import KEY_LEN
+from overlay.messages import INDEX_BITS
 from overlay.timers import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 
 log = logging.getLogger(__name__)
 
-KEY_SIZE = 32  # bytes: a ChaCha20-Poly1305 transport key
-INDEX_BITS = 32  # session indices are 32-bit little-endian on the wire
 _INDEX_ALLOCATION_TRIES = 1000  # random draws before concluding the RNG or the table is broken
 
 P = TypeVar("P")
@@ -76,8 +76,8 @@ class Keypair:
 
     def __init__(self, *, send_key: bytes, receive_key: bytes, local_index: int, remote_index: int,
                  created: float, is_initiator: bool, replay_filter: ReplayFilter) -> None:
-        if len(send_key) != KEY_SIZE or len(receive_key) != KEY_SIZE:
-            raise ValueError(f"transport keys must be {KEY_SIZE} bytes")
+        if len(send_key) != KEY_LEN or len(receive_key) != KEY_LEN:
+            raise ValueError(f"transport keys must be {KEY_LEN} bytes")
         for name, index in (("local_index", local_index), ("remote_index", remote_index)):
             if not 0 <= index < 2**INDEX_BITS:
                 raise ValueError(f"{name} must be a {INDEX_BITS}-bit unsigned integer")
@@ -143,8 +143,8 @@ class Keypair:
     def zero(self) -> None:
         """Overwrite both keys and retire the nonce counter; idempotent."""
         with self._lock:
-            self._send_key[:] = bytes(KEY_SIZE)
-            self._receive_key[:] = bytes(KEY_SIZE)
+            self._send_key[:] = bytes(KEY_LEN)
+            self._receive_key[:] = bytes(KEY_LEN)
             self._send_counter = REJECT_AFTER_MESSAGES
             self._zeroed = True
 

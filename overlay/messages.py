@@ -7,10 +7,12 @@ reserved byte that is not zero, an unknown type and a length that does not fit t
 rest of the overlay only ever unpacks well-formed buffers.
 
 Each dataclass validates its fields when built, ``pack()`` produces exactly the wire bytes and
-``unpack(data)`` parses them back (raising ``MessageError``). The handshake messages carry mac1
-and mac2 as plain fields: ``noise.py`` leaves them zero and ``cookie.py`` fills them in through
-``with_macs``, over ``bytes_for_mac1()`` (the message up to mac1) and ``bytes_for_mac2()`` (up to
-mac2), the exact spans the whitepaper's section 5.4.4 covers.
+``unpack(data)`` parses them back (raising ``MessageError``). Key, tag, MAC and nonce sizes come
+from ``overlay.crypto``. The handshake messages carry mac1 and mac2 as plain fields: ``noise.py``
+leaves them zero, and ``cookie.py`` computes and checks them on the packed bytes (the last 32).
+Both handshake messages share ``_HandshakeMACs``: ``bytes_for_mac1()`` (the message up to mac1)
+and ``bytes_for_mac2()`` (up to mac2) are the exact spans the whitepaper's section 5.4.4 covers,
+and ``with_macs`` returns a copy with the two fields set.
 
 ``tai64n`` makes the 12-byte timestamp an initiation carries, as wireguard-go does: big-endian
 seconds since 1970 plus 2^62 + 10 (TAI64's label, with TAI-UTC's 10 s), then big-endian
@@ -24,7 +26,9 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, Self
+
+from overlay.crypto import KEY_LEN, MAC_LEN, MAX_COUNTER, TAG_LEN, XNONCE_LEN
 
 MESSAGE_INITIATION = 1
 MESSAGE_RESPONSE = 2
@@ -37,15 +41,12 @@ MESSAGE_COOKIE_REPLY_SIZE = 64  # bytes
 MESSAGE_TRANSPORT_HEADER_SIZE = 16  # bytes: type, receiver, counter
 MESSAGE_TRANSPORT_MIN_SIZE = 32  # bytes: header + Poly1305 tag (a keepalive)
 
-KEY_SIZE = 32  # bytes, a Curve25519 public key
-TAG_SIZE = 16  # bytes, a Poly1305 tag
-MAC_SIZE = 16  # bytes, mac1 and mac2
+INDEX_BITS = 32  # session indices (sender, receiver) are 32-bit little-endian
 TIMESTAMP_SIZE = 12  # bytes, TAI64N
-COOKIE_NONCE_SIZE = 24  # bytes, XChaCha20
-ENCRYPTED_STATIC_SIZE = KEY_SIZE + TAG_SIZE
-ENCRYPTED_TIMESTAMP_SIZE = TIMESTAMP_SIZE + TAG_SIZE
-ENCRYPTED_NOTHING_SIZE = TAG_SIZE
-ENCRYPTED_COOKIE_SIZE = MAC_SIZE + TAG_SIZE
+ENCRYPTED_STATIC_SIZE = KEY_LEN + TAG_LEN
+ENCRYPTED_TIMESTAMP_SIZE = TIMESTAMP_SIZE + TAG_LEN
+ENCRYPTED_NOTHING_SIZE = TAG_LEN
+ENCRYPTED_COOKIE_SIZE = MAC_LEN + TAG_LEN
 
 #: TAI64 label for 1970 (2^62) plus the 10 s TAI was ahead of UTC then, as the kernel module
 #: and wireguard-go write it.
@@ -53,9 +54,7 @@ TAI64N_BASE = 2**62 + 10
 #: Nanoseconds are rounded down to a multiple of 2^24 ns to whiten the timestamp.
 TAI64N_WHITENER_MASK = 2**24 - 1
 
-_ZERO_MAC = bytes(MAC_SIZE)
-_UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
+_ZERO_MAC = bytes(MAC_LEN)
 _SIZES = {
     MESSAGE_INITIATION: MESSAGE_INITIATION_SIZE,
     MESSAGE_RESPONSE: MESSAGE_RESPONSE_SIZE,
@@ -88,7 +87,7 @@ def message_type(data: Buffer) -> int:
 
 
 def _check_index(value: int, what: str) -> None:
-    if not 0 <= value <= _UINT32_MAX:
+    if not 0 <= value < 2**INDEX_BITS:
         raise MessageError(f"{what} must be a 32-bit unsigned integer")
 
 
@@ -102,8 +101,27 @@ def _expect(data: Buffer, kind: int) -> None:
         raise MessageError(f"not a type {kind} message")
 
 
+class _HandshakeMACs:
+    """What the two handshake messages share: mac1 and mac2 end the packed message."""
+
+    def pack(self) -> bytes:
+        raise NotImplementedError
+
+    def bytes_for_mac1(self) -> bytes:
+        """The bytes mac1 covers: the whole message up to mac1."""
+        return self.pack()[: -2 * MAC_LEN]
+
+    def bytes_for_mac2(self) -> bytes:
+        """The bytes mac2 covers: the whole message up to mac2 (mac1 included)."""
+        return self.pack()[:-MAC_LEN]
+
+    def with_macs(self, mac1: bytes, mac2: bytes = _ZERO_MAC) -> Self:
+        """A copy with mac1 and mac2 set (mac2 zero unless given)."""
+        return replace(self, mac1=mac1, mac2=mac2)  # type: ignore[type-var]  # subclasses are dataclasses
+
+
 @dataclass(frozen=True)
-class MessageInitiation:
+class MessageInitiation(_HandshakeMACs):
     """Type 1: the initiator's ephemeral key, its encrypted static key and timestamp, two MACs."""
 
     sender: int
@@ -117,11 +135,11 @@ class MessageInitiation:
 
     def __post_init__(self) -> None:
         _check_index(self.sender, "sender")
-        _check_bytes(self.ephemeral, KEY_SIZE, "ephemeral")
+        _check_bytes(self.ephemeral, KEY_LEN, "ephemeral")
         _check_bytes(self.encrypted_static, ENCRYPTED_STATIC_SIZE, "encrypted static")
         _check_bytes(self.encrypted_timestamp, ENCRYPTED_TIMESTAMP_SIZE, "encrypted timestamp")
-        _check_bytes(self.mac1, MAC_SIZE, "mac1")
-        _check_bytes(self.mac2, MAC_SIZE, "mac2")
+        _check_bytes(self.mac1, MAC_LEN, "mac1")
+        _check_bytes(self.mac2, MAC_LEN, "mac2")
 
     def pack(self) -> bytes:
         return self._STRUCT.pack(
@@ -140,20 +158,9 @@ class MessageInitiation:
         _, *fields = cls._STRUCT.unpack(data)
         return cls(*fields)
 
-    def bytes_for_mac1(self) -> bytes:
-        """The bytes mac1 covers: the whole message up to mac1."""
-        return self.pack()[: MESSAGE_INITIATION_SIZE - 2 * MAC_SIZE]
-
-    def bytes_for_mac2(self) -> bytes:
-        """The bytes mac2 covers: the whole message up to mac2 (mac1 included)."""
-        return self.pack()[: MESSAGE_INITIATION_SIZE - MAC_SIZE]
-
-    def with_macs(self, mac1: bytes, mac2: bytes = _ZERO_MAC) -> MessageInitiation:
-        return replace(self, mac1=mac1, mac2=mac2)
-
 
 @dataclass(frozen=True)
-class MessageResponse:
+class MessageResponse(_HandshakeMACs):
     """Type 2: the responder's ephemeral key, an empty authenticated payload, two MACs."""
 
     sender: int
@@ -168,10 +175,10 @@ class MessageResponse:
     def __post_init__(self) -> None:
         _check_index(self.sender, "sender")
         _check_index(self.receiver, "receiver")
-        _check_bytes(self.ephemeral, KEY_SIZE, "ephemeral")
+        _check_bytes(self.ephemeral, KEY_LEN, "ephemeral")
         _check_bytes(self.encrypted_nothing, ENCRYPTED_NOTHING_SIZE, "encrypted nothing")
-        _check_bytes(self.mac1, MAC_SIZE, "mac1")
-        _check_bytes(self.mac2, MAC_SIZE, "mac2")
+        _check_bytes(self.mac1, MAC_LEN, "mac1")
+        _check_bytes(self.mac2, MAC_LEN, "mac2")
 
     def pack(self) -> bytes:
         return self._STRUCT.pack(
@@ -190,17 +197,6 @@ class MessageResponse:
         _, *fields = cls._STRUCT.unpack(data)
         return cls(*fields)
 
-    def bytes_for_mac1(self) -> bytes:
-        """The bytes mac1 covers: the whole message up to mac1."""
-        return self.pack()[: MESSAGE_RESPONSE_SIZE - 2 * MAC_SIZE]
-
-    def bytes_for_mac2(self) -> bytes:
-        """The bytes mac2 covers: the whole message up to mac2 (mac1 included)."""
-        return self.pack()[: MESSAGE_RESPONSE_SIZE - MAC_SIZE]
-
-    def with_macs(self, mac1: bytes, mac2: bytes = _ZERO_MAC) -> MessageResponse:
-        return replace(self, mac1=mac1, mac2=mac2)
-
 
 @dataclass(frozen=True)
 class MessageCookieReply:
@@ -214,7 +210,7 @@ class MessageCookieReply:
 
     def __post_init__(self) -> None:
         _check_index(self.receiver, "receiver")
-        _check_bytes(self.nonce, COOKIE_NONCE_SIZE, "nonce")
+        _check_bytes(self.nonce, XNONCE_LEN, "nonce")
         _check_bytes(self.encrypted_cookie, ENCRYPTED_COOKIE_SIZE, "encrypted cookie")
 
     def pack(self) -> bytes:
@@ -241,9 +237,9 @@ class MessageTransport:
 
     def __post_init__(self) -> None:
         _check_index(self.receiver, "receiver")
-        if not 0 <= self.counter <= _UINT64_MAX:
+        if not 0 <= self.counter <= MAX_COUNTER:
             raise MessageError("counter must be a 64-bit unsigned integer")
-        if not isinstance(self.encrypted, bytes) or len(self.encrypted) < TAG_SIZE:
+        if not isinstance(self.encrypted, bytes) or len(self.encrypted) < TAG_LEN:
             raise MessageError("transport payload shorter than its tag")
 
     def pack(self) -> bytes:

@@ -21,7 +21,7 @@ flow, in the order of the code:
 4. ``consume_response`` (initiator): the same from the other side.
 5. ``derive_keypair``: ``(T_i_send, T_i_recv) = KDF2(C, "")``; the responder's are swapped.
 
-mac1 and mac2 are not computed here (``cookie.py`` does that over ``bytes_for_mac1()``): the
+mac1 and mac2 are not computed here (``cookie.py`` does that on the packed message): the
 messages come back with both fields zero, and incoming ones must have been checked by the caller
 before any Diffie-Hellman happens here. The index fields (sender, receiver) are not covered by
 the Noise transcript; they are protected by mac1 only, as in WireGuard.
@@ -44,6 +44,7 @@ from overlay.crypto import (
     KDF2,
     KDF3,
     KEY_LEN,
+    ZERO_KEY,
     AEAD_decrypt,
     AEAD_encrypt,
     CryptoError,
@@ -66,7 +67,6 @@ HANDSHAKE_INITIATION_RATE = 1 / 50  # seconds
 INITIAL_CHAINING_KEY = HASH(CONSTRUCTION)
 INITIAL_HASH = HASH(INITIAL_CHAINING_KEY + IDENTIFIER)
 
-ZERO_KEY = bytes(KEY_LEN)
 ZERO_TIMESTAMP = bytes(TIMESTAMP_SIZE)
 
 

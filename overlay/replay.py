@@ -14,19 +14,20 @@ module and wireguard-go use. Moving forward costs at most 128 word clears howeve
 ``validate`` both checks and records, so the caller must call it only after the packet has
 authenticated (its Poly1305 tag verified): a forged packet with a huge counter would otherwise
 slide the window forward and make every genuine packet look too old. Counters at or beyond
-``REJECT_AFTER_MESSAGES`` are refused outright; the sender never uses them (it rekeys first).
+``REJECT_AFTER_MESSAGES`` (one of the protocol constants in ``timers.py``) are refused outright;
+the sender never uses them (it rekeys first).
 
 Not safe for concurrent use: a keypair's receive path owns its filter.
 """
 
 from __future__ import annotations
 
+from overlay.timers import REJECT_AFTER_MESSAGES
+
 WORD_BITS = 64
 COUNTER_BITS_TOTAL = 8192  # bits in the bitmap
 BACKTRACK_WORDS = COUNTER_BITS_TOTAL // WORD_BITS  # 128
 COUNTER_WINDOW_SIZE = COUNTER_BITS_TOTAL - WORD_BITS  # 8128 packets behind the greatest accepted
-
-REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # packets: counters at or above this are refused
 
 _WORD_SHIFT = WORD_BITS.bit_length() - 1  # log2(64) = 6
 _BIT_MASK = WORD_BITS - 1

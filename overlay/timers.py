@@ -9,7 +9,8 @@ test on a fake clock, and the randomness (the retransmission jitter) comes from 
 
 The file reads in this order:
 
-1. The spec constants, named as in the whitepaper, in seconds or messages.
+1. The spec constants, named as in the whitepaper, in seconds or messages; ``keypairs.py`` and
+   ``replay.py`` import the ones they need from here.
 2. ``should_initiate_on_send`` / ``should_initiate_on_receive``: the two "keep the key fresh"
    predicates, pure functions of one keypair's age, send counter and role. Both thresholds are
    strict ("older than", "exceeds"), as in wireguard-go.
@@ -77,7 +78,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 REKEY_AFTER_MESSAGES = 2**60  # messages sent on one keypair before a new handshake is wanted
-REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # messages: nonces at or above this are never used
+REJECT_AFTER_MESSAGES = 2**64 - 2**13 - 1  # messages: nonces at or above this are never used nor accepted
 REKEY_AFTER_TIME = 120.0  # seconds: keypair age after which the initiator rekeys on send
 REJECT_AFTER_TIME = 180.0  # seconds: keypair age after which it is refused for sending
 REKEY_ATTEMPT_TIME = 90.0  # seconds: how long initiations are retried before giving up

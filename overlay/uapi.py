@@ -51,13 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from overlay.crypto import ZERO_KEY, public_key
 
 log = logging.getLogger(__name__)
 
-KEY_LEN = 32
-ZERO_KEY = bytes(KEY_LEN)
 PROTOCOL_VERSION = 1
 #: Where wireguard-tools looks for userspace devices (RUNSTATEDIR "/wireguard/").
 DEFAULT_SOCKET_DIR = Path("/var/run/wireguard")
@@ -417,11 +414,6 @@ class DeviceConfig(Protocol):
     def apply(self, update: DeviceUpdate) -> None: ...
 
 
-def public_key_of(private_key: bytes) -> bytes:
-    return X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes(
-        Encoding.Raw, PublicFormat.Raw)
-
-
 class MemoryDevice:
     """A ``DeviceConfig`` that only remembers: the reference semantics of ``apply`` and the
     test double for anything that configures a device. Peers and allowed IPs keep the order
@@ -443,12 +435,12 @@ class MemoryDevice:
             state.private_key = None if update.private_key == ZERO_KEY else update.private_key
             if state.private_key is not None:
                 # A device is never its own peer (wireguard-go drops such a peer).
-                peers.pop(public_key_of(state.private_key), None)
+                peers.pop(public_key(state.private_key), None)
         if update.listen_port is not None:
             state.listen_port = update.listen_port
         if update.fwmark is not None:
             state.fwmark = update.fwmark
-        own_key = public_key_of(state.private_key) if state.private_key is not None else None
+        own_key = public_key(state.private_key) if state.private_key is not None else None
         for change in update.peers:
             if change.public_key == own_key:
                 continue

@@ -1,10 +1,8 @@
 """overlay.cookie: mac1/mac2, cookie replies, expiry and secret rotation.
 
-The XChaCha20-Poly1305 functions are injected into the module; overlay.crypto provides the real
-ones. Here ``_stand_in_xaead_*`` builds an AEAD with the same *interface* from cryptography's
-ChaCha20Poly1305 (a subkey derived from the first 16 nonce bytes, the last 8 as the nonce). It is
-NOT XChaCha20 and its output is not wire-compatible: these tests check the cookie logic and the
-interface contract (24-byte nonce, 16-byte tag, aad binding, InvalidTag on failure) only.
+Replies are sealed and opened with overlay.crypto's real XChaCha20-Poly1305 and laid out by
+overlay.messages' ``MessageCookieReply``; only the clock and the randomness are fakes. The
+expected values are recomputed from the whitepaper's formulas with hashlib.
 """
 
 from __future__ import annotations
@@ -15,39 +13,21 @@ import inspect
 import ipaddress
 
 import pytest
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from overlay import cookie
 from overlay.cookie import (
     COOKIE_REFRESH_TIME,
-    MESSAGE_COOKIE_REPLY_SIZE,
     CookieChecker,
     CookieGenerator,
-    parse_cookie_reply,
     source_bytes,
 )
+from overlay.crypto import XAEAD_decrypt
+from overlay.messages import MESSAGE_COOKIE_REPLY_SIZE, MessageCookieReply
 
 RESPONDER_PUBLIC = bytes(range(32))
 SOURCE = source_bytes("198.18.0.2", 51820)
 INITIATION_SIZE = 148
 RESPONSE_SIZE = 92
-
-
-def _stand_in_key(key: bytes, nonce24: bytes) -> tuple[ChaCha20Poly1305, bytes]:
-    assert len(key) == 32 and len(nonce24) == 24
-    subkey = hashlib.blake2s(nonce24[:16], key=key).digest()
-    return ChaCha20Poly1305(subkey), bytes(4) + nonce24[16:]
-
-
-def _stand_in_xaead_encrypt(key: bytes, nonce24: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    aead, nonce = _stand_in_key(key, nonce24)
-    return aead.encrypt(nonce, plaintext, aad)
-
-
-def _stand_in_xaead_decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-    aead, nonce = _stand_in_key(key, nonce24)
-    return aead.decrypt(nonce, ciphertext, aad)
 
 
 class FakeClock:
@@ -76,14 +56,12 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def checker(clock: FakeClock) -> CookieChecker:
-    return CookieChecker(
-        RESPONDER_PUBLIC, xaead_encrypt=_stand_in_xaead_encrypt, clock=clock, random_bytes=CountingRandom()
-    )
+    return CookieChecker(RESPONDER_PUBLIC, clock=clock, random_bytes=CountingRandom())
 
 
 @pytest.fixture
 def generator(clock: FakeClock) -> CookieGenerator:
-    return CookieGenerator(RESPONDER_PUBLIC, xaead_decrypt=_stand_in_xaead_decrypt, clock=clock)
+    return CookieGenerator(RESPONDER_PUBLIC, clock=clock)
 
 
 def _message(size: int = INITIATION_SIZE, fill: int = 0x5A) -> bytearray:
@@ -122,7 +100,7 @@ def test_mac1_is_the_whitepaper_formula(generator: CookieGenerator) -> None:
 
 
 def test_mac1_for_another_responder_is_rejected(checker: CookieChecker, clock: FakeClock) -> None:
-    other = CookieGenerator(bytes(32), xaead_decrypt=_stand_in_xaead_decrypt, clock=clock)
+    other = CookieGenerator(bytes(32), clock=clock)
     assert not checker.check_mac1(_signed(other))
 
 
@@ -151,28 +129,35 @@ def test_checker_holds_no_private_key_and_module_has_no_dh() -> None:
         params = set(inspect.signature(cls).parameters)
         assert not any("private" in p or "secret" in p for p in params), params
     imported: set[str] = set()
+    from_crypto: set[str] = set()
     for node in ast.walk(ast.parse(inspect.getsource(cookie))):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
-    # Hashing, constant-time comparison and the AEAD's error type: nothing that could do a DH.
+            if node.module == "overlay.crypto":
+                from_crypto.update(alias.name for alias in node.names)
     assert imported <= {
-        "__future__", "hashlib", "hmac", "ipaddress", "logging", "os", "struct", "time",
-        "collections.abc", "cryptography.exceptions",
+        "__future__", "ipaddress", "logging", "os", "time", "collections.abc",
+        "overlay.crypto", "overlay.messages",
     }, imported
+    # Of overlay.crypto only hashing, the XAEAD, constant-time comparison and sizes: no DH.
+    assert from_crypto <= {
+        "HASH", "MAC", "XAEAD_encrypt", "XAEAD_decrypt", "CryptoError", "constant_time_equal",
+        "KEY_LEN", "MAC_LEN", "XNONCE_LEN",
+    }, from_crypto
 
 
 def test_mac1_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch, checker: CookieChecker,
                                           generator: CookieGenerator) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = cookie.hmac.compare_digest
+    real = cookie.constant_time_equal
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(cookie.hmac, "compare_digest", spy)
+    monkeypatch.setattr(cookie, "constant_time_equal", spy)
     msg = _signed(generator)
     assert checker.check_mac1(msg)
     assert not checker.check_mac2(msg, SOURCE)  # no secret yet: no comparison needed
@@ -190,12 +175,12 @@ def test_cookie_reply_layout(checker: CookieChecker, generator: CookieGenerator)
     assert len(reply) == MESSAGE_COOKIE_REPLY_SIZE == 64
     assert reply[:4] == bytes((3, 0, 0, 0))
     assert reply[4:8] == (0xA1B2C3D4).to_bytes(4, "little")
-    receiver, nonce, sealed = parse_cookie_reply(reply)
-    assert receiver == 0xA1B2C3D4 and len(nonce) == 24 and len(sealed) == 32
-    # The sealed cookie opens under HASH("cookie--" || Spub) with the message's mac1 as aad,
-    # and the cookie is MAC(Rm, source).
+    parsed = MessageCookieReply.unpack(reply)
+    assert parsed.receiver == 0xA1B2C3D4 and len(parsed.nonce) == 24 and len(parsed.encrypted_cookie) == 32
+    # The sealed cookie opens with XChaCha20-Poly1305 under HASH("cookie--" || Spub) with the
+    # message's mac1 as aad, and the cookie is MAC(Rm, source).
     key = hashlib.blake2s(b"cookie--" + RESPONDER_PUBLIC).digest()
-    opened = _stand_in_xaead_decrypt(key, nonce, sealed, msg[-32:-16])
+    opened = XAEAD_decrypt(key, parsed.nonce, parsed.encrypted_cookie, msg[-32:-16])
     secret = checker._secret[0]  # type: ignore[index]
     assert opened == hashlib.blake2s(SOURCE, key=secret, digest_size=16).digest()
 
@@ -218,7 +203,7 @@ def test_mac2_after_cookie_reply(checker: CookieChecker, generator: CookieGenera
 def test_reply_for_a_message_never_sent_is_ignored(checker: CookieChecker, generator: CookieGenerator,
                                                   clock: FakeClock) -> None:
     # Nothing sent yet: no reply is accepted.
-    stranger = CookieGenerator(RESPONDER_PUBLIC, xaead_decrypt=_stand_in_xaead_decrypt, clock=clock)
+    stranger = CookieGenerator(RESPONDER_PUBLIC, clock=clock)
     foreign = _signed(stranger, fill=0x11)
     assert not generator.consume_reply(checker.create_reply(foreign, 1, SOURCE))
     # Sent a message, but the reply answers someone else's message.
@@ -259,17 +244,16 @@ def test_malformed_or_forged_reply_is_ignored(checker: CookieChecker, generator:
 
 
 def test_reply_under_another_responder_key_is_ignored(generator: CookieGenerator, clock: FakeClock) -> None:
-    impostor = CookieChecker(bytes(32), xaead_encrypt=_stand_in_xaead_encrypt, clock=clock,
-                             random_bytes=CountingRandom())
+    impostor = CookieChecker(bytes(32), clock=clock, random_bytes=CountingRandom())
     msg = _signed(generator)
     assert not generator.consume_reply(impostor.create_reply(msg, 1, SOURCE))
 
 
-def test_parse_rejects_non_replies() -> None:
-    with pytest.raises(ValueError):
-        parse_cookie_reply(bytes(64))
-    with pytest.raises(ValueError):
-        parse_cookie_reply(bytes((3, 0, 0, 0)) + bytes(59))
+def test_datagrams_that_are_not_replies_are_ignored(generator: CookieGenerator) -> None:
+    _signed(generator)
+    assert not generator.consume_reply(bytes(64))  # type 0
+    assert not generator.consume_reply(bytes((3, 0, 0, 0)) + bytes(59))  # too short
+    assert not generator.consume_reply(bytes((3, 0, 0, 0)) + bytes(60))  # right shape, forged
 
 
 # --- time --------------------------------------------------------------------------------------
@@ -308,7 +292,7 @@ def test_rotation_of_rm_makes_old_cookies_fail(checker: CookieChecker, generator
     clock.now += 61  # Rm is now 121 s old; the generator's cookie only 61 s
     stale = _signed(generator)
     assert stale[-16:] != bytes(16)
-    other = CookieGenerator(RESPONDER_PUBLIC, xaead_decrypt=_stand_in_xaead_decrypt, clock=clock)
+    other = CookieGenerator(RESPONDER_PUBLIC, clock=clock)
     _get_cookie(checker, other, source_bytes("198.18.0.9", 51820))  # draws a new Rm
     assert checker._secret is not old_secret
     assert not checker.check_mac2(stale, SOURCE)
@@ -318,7 +302,7 @@ def test_rotation_of_rm_makes_old_cookies_fail(checker: CookieChecker, generator
 
 def test_replies_use_fresh_nonces(checker: CookieChecker, generator: CookieGenerator) -> None:
     msg = _signed(generator)
-    nonces = {parse_cookie_reply(checker.create_reply(msg, 1, SOURCE))[1] for _ in range(5)}
+    nonces = {MessageCookieReply.unpack(checker.create_reply(msg, 1, SOURCE)).nonce for _ in range(5)}
     assert len(nonces) == 5
 
 
@@ -336,41 +320,12 @@ def test_source_bytes() -> None:
 
 def test_bad_arguments_are_refused(checker: CookieChecker, generator: CookieGenerator) -> None:
     with pytest.raises(ValueError):
-        CookieChecker(bytes(31), xaead_encrypt=_stand_in_xaead_encrypt)
+        CookieChecker(bytes(31))
     with pytest.raises(ValueError):
-        CookieGenerator(bytes(33), xaead_decrypt=_stand_in_xaead_decrypt)
+        CookieGenerator(bytes(33))
     with pytest.raises(ValueError):
         generator.add_macs(bytearray(31))
     with pytest.raises(ValueError):
         checker.create_reply(bytes(31), 1, SOURCE)
     with pytest.raises(ValueError):
         checker.create_reply(bytes(148), 2**32, SOURCE)
-
-
-def test_injected_decrypt_error_type_is_caught(checker: CookieChecker, clock: FakeClock) -> None:
-    """overlay.crypto's XAEAD_decrypt raises its own CryptoError: the device passes that type."""
-
-    class BadTag(Exception):
-        pass
-
-    def decrypt(key: bytes, nonce24: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        try:
-            return _stand_in_xaead_decrypt(key, nonce24, ciphertext, aad)
-        except InvalidTag as exc:
-            raise BadTag from exc
-
-    generator = CookieGenerator(RESPONDER_PUBLIC, xaead_decrypt=decrypt, xaead_error=BadTag, clock=clock)
-    msg = _signed(generator)
-    forged = bytearray(checker.create_reply(msg, 1, SOURCE))
-    forged[-1] ^= 1
-    assert not generator.consume_reply(bytes(forged))
-    assert generator.consume_reply(checker.create_reply(msg, 1, SOURCE))
-
-
-def test_stand_in_honours_the_interface_contract() -> None:
-    """The injected decrypt must raise InvalidTag on failure; consume_reply relies on it."""
-    key, nonce = bytes(32), bytes(24)
-    sealed = _stand_in_xaead_encrypt(key, nonce, bytes(16), b"aad")
-    assert len(sealed) == 32
-    with pytest.raises(InvalidTag):
-        _stand_in_xaead_decrypt(key, nonce, sealed, b"other aad")

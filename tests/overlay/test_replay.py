@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from overlay.replay import (
     BACKTRACK_WORDS,
     COUNTER_WINDOW_SIZE,
-    REJECT_AFTER_MESSAGES,
     ReplayFilter,
     WORD_BITS,
 )
+from overlay.timers import REJECT_AFTER_MESSAGES
 
 W = COUNTER_WINDOW_SIZE
 T_LIM = W + 1

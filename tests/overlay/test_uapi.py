@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from overlay.crypto import ZERO_KEY, public_key
 from overlay.uapi import (
     DEFAULT_SOCKET_DIR,
     MAX_LINE,
-    ZERO_KEY,
     DeviceStatus,
     DeviceUpdate,
     Endpoint,
@@ -40,7 +40,6 @@ from overlay.uapi import (
     parse_get,
     parse_prefix,
     parse_set,
-    public_key_of,
 )
 
 PRIVATE = bytes(range(1, 33))
@@ -317,7 +316,7 @@ def test_zero_keys_clear_private_and_preshared_keys() -> None:
 
 
 def test_the_device_is_never_its_own_peer() -> None:
-    own = public_key_of(PRIVATE)
+    own = public_key(PRIVATE)
     assert apply(seeded(), f"public_key={own.hex()}").peers == seeded().status().peers
     device = MemoryDevice()
     apply(device, f"public_key={own.hex()}")
