@@ -21,8 +21,9 @@ ALLOWED = {
     "nodeagent": ("overlay", "controlplane.client"),
 }
 #: The composition roots: the ``corral`` command dispatches to every package's entry point, and
-#: ``corral up`` runs a controller and an agent in one process.
-EXEMPT = {"controlplane/cli.py", "controlplane/up.py"}
+#: ``corral up`` runs a controller and an agent in one process, ``corral lab`` starts both as
+#: processes in network namespaces.
+EXEMPT = {"controlplane/cli.py", "controlplane/up.py", "controlplane/lab.py"}
 
 
 def _imports(path: Path) -> set[str]:

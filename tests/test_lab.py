@@ -1,0 +1,244 @@
+"""``corral lab`` as a user runs it: three controllers and two nodes, each in its own network
+namespace on 198.18.0.0/15, real Docker pods on each node's own ``corral0``.
+
+What it must show: every controller answers (one kubeconfig context each), both nodes go
+Ready, a Deployment's pods run and answer HTTP from inside their node's namespace; SIGKILL of the
+leading controller leaves an API that answers and schedules a new pod; ``lab status`` tells who
+is dead and who leads; ``lab down`` leaves no namespace, bridge, FORWARD rule or pod container,
+and running it again is fine. ``lab down`` also removes a crashed lab by its names alone.
+
+Pods on different nodes cannot reach each other until the overlay lands (issue 6): not tested.
+Each lab has a unique short --name, and ``lab down`` runs at the end also when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controlplane.client import DEPLOYMENTS, NODES, PODS, ApiClient, ApiError
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB_TIMEOUT_S = 150.0
+POD_TIMEOUT_S = 60.0
+NODE_LABEL = "corral.dev/node-name"
+HTTPD = "echo hi > /w/index.html; exec httpd -f -p 8080 -h /w"
+
+
+def corral_lab(*args: str, timeout: float = LAB_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "controlplane.cli", "lab", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def netns_names() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def link_exists(name: str) -> bool:
+    shown = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True, check=False)
+    return shown.returncode == 0
+
+
+def lab_containers(name: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={NODE_LABEL}",
+                          "--format", f'{{{{.ID}}}} {{{{.Label "{NODE_LABEL}"}}}}'],
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.split()[1].startswith(f"{name}-n")]
+
+
+@pytest.fixture
+def privileged(require: Callable[[str], None]) -> None:
+    if os.geteuid() != 0:
+        require("root")
+    for tool in ("ip", "iptables", "nsenter", "docker"):
+        if shutil.which(tool) is None:
+            require(tool)
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        require("a running Docker engine")
+
+
+@pytest.fixture
+def lab(privileged: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A unique lab name and directory; ``lab down`` afterwards whatever happened."""
+    name, directory = "t" + uuid.uuid4().hex[:6], tmp_path / "lab"
+    yield name, directory
+    corral_lab("down", "--dir", str(directory), "--name", name)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def client(kubeconfig: Path, url: str) -> ApiClient:
+    return ApiClient.from_kubeconfig(kubeconfig, urls=[url], timeout=5.0)
+
+
+def web_deployment() -> dict[str, Any]:
+    pod = {
+        "containers": [{"name": "httpd", "image": "corral/base:latest",
+                        "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", HTTPD],
+                        "volumeMounts": [{"name": "w", "mountPath": "/w"}]}],
+        "volumes": [{"name": "w", "emptyDir": {}}],
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod}}}
+
+
+async def running_pods(kubeconfig: Path, url: str, selector: str, count: int) -> list[dict]:
+    """Wait until ``count`` pods matching ``selector`` run with an IP."""
+    deadline = time.monotonic() + POD_TIMEOUT_S
+    async with client(kubeconfig, url) as api:
+        while time.monotonic() < deadline:
+            pods = (await api.list(PODS, "default", label_selector=selector)).items
+            up = [p for p in pods if p.get("status", {}).get("phase") == "Running"
+                  and p["status"].get("podIP")]
+            if len(up) >= count:
+                return up
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"pods {selector} not Running: {[p.get('status') for p in pods]}")
+
+
+def http_from_node(node: str, ip: str) -> str:
+    code = f"import urllib.request; print(urllib.request.urlopen('http://{ip}:8080/', " \
+           "timeout=5).read().decode(), end='')"
+    done = subprocess.run(["ip", "netns", "exec", node, sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=20, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.privileged
+@pytest.mark.slow
+def test_lab_up_survives_leader_loss_and_down_removes_everything(
+        lab: tuple[str, Path]) -> None:
+    name, directory = lab
+    started = corral_lab("up", "--controllers", "3", "--nodes", "2",
+                         "--dir", str(directory), "--name", name)
+    assert started.returncode == 0, started.stdout + started.stderr
+    for n in (1, 2):
+        assert f"node {name}-n{n} (198.18.1.{10 + n}): Ready" in started.stdout
+
+    kubeconfig = directory / "admin.kubeconfig"
+    doc = yaml.safe_load(kubeconfig.read_text())
+    controllers = [f"{name}-c{i}" for i in (1, 2, 3)]
+    assert [c["name"] for c in doc["contexts"]] == controllers
+    assert doc["current-context"] == f"{name}-c1"
+    urls = {c["name"]: c["cluster"]["server"] for c in doc["clusters"]}
+    assert urls[f"{name}-c2"] == "https://198.18.0.12:6443"
+
+    async def nodes_via(url: str) -> dict[str, str]:
+        async with client(kubeconfig, url) as api:
+            listed = (await api.list(NODES)).items
+        return {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"]
+                                            if c["type"] == "Ready") for n in listed}
+
+    for url in urls.values():  # every controller answers, from the root namespace
+        assert run(nodes_via(url)) == {f"{name}-n1": "True", f"{name}-n2": "True"}
+
+    async def create(url: str, res: Any, obj: dict[str, Any]) -> None:
+        async with client(kubeconfig, url) as api:
+            await api.create(res, "default", obj)
+
+    run(create(urls[f"{name}-c1"], DEPLOYMENTS, web_deployment()))
+    pods = run(running_pods(kubeconfig, urls[f"{name}-c1"], "app=web", 2))
+    for pod in pods:  # each pod answers inside its own node's namespace
+        node = pod["spec"]["nodeName"]
+        assert node in (f"{name}-n1", f"{name}-n2")
+        assert http_from_node(node, pod["status"]["podIP"]) == "hi\n"
+
+    # SIGKILL the leading controller: another one answers and a new pod gets scheduled and runs.
+    status = corral_lab("status", "--dir", str(directory))
+    assert status.returncode == 0, status.stderr
+    leader = [line.split()[0] for line in status.stdout.splitlines() if line.endswith(" leader")]
+    assert len(leader) == 1, status.stdout
+    state = json.loads((directory / "state.json").read_text())
+    pid = next(h["pid"] for h in state["controllers"] if h["name"] == leader[0])
+    os.kill(pid, signal.SIGKILL)
+    survivor = urls[next(c for c in controllers if c != leader[0])]
+    single = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "after", "labels": {"app": "after"}},
+              "spec": web_deployment()["spec"]["template"]["spec"]}
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            run(create(survivor, PODS, single))
+            break
+        except ApiError:  # no quorum for a moment, while a new leader is elected
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    after = run(running_pods(kubeconfig, survivor, "app=after", 1))[0]
+    assert http_from_node(after["spec"]["nodeName"], after["status"]["podIP"]) == "hi\n"
+
+    status = corral_lab("status", "--dir", str(directory))
+    assert status.returncode == 0, status.stderr
+    lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    assert " dead" in lines[leader[0]], status.stdout
+    assert sum(line.endswith(" leader") for line in lines.values()) == 1, status.stdout
+    assert not lines[leader[0]].endswith(" leader")
+    for n in (1, 2):
+        assert lines[f"{name}-n{n}"].endswith(" running Ready"), status.stdout
+
+    down = corral_lab("down", "--dir", str(directory))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [ns for ns in netns_names() if ns.startswith(f"{name}-")]
+    assert not link_exists(f"crl-{name}")
+    assert not lab_containers(name)
+    assert f"corral lab {name}" not in subprocess.run(
+        ["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
+    assert not directory.exists()
+    again = corral_lab("down", "--dir", str(directory), "--name", name)
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.privileged
+def test_down_removes_a_crashed_lab_by_its_names(lab: tuple[str, Path]) -> None:
+    """No state file: the namespaces, the bridge and a pod container of the lab's node are
+    found by their names and removed; other namespaces stay."""
+    name, directory = lab
+    other = f"{name}x-c1"  # another lab's namespace that a sloppy prefix match would take
+    bridge = f"crl-{name}"
+    for argv in (["ip", "netns", "add", f"{name}-c1"], ["ip", "netns", "add", f"{name}-n1"],
+                 ["ip", "netns", "add", other],
+                 ["ip", "link", "add", "name", bridge, "type", "bridge"]):
+        subprocess.run(argv, check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", f"{name}-n1", "sleep", "60"])
+    container = subprocess.run(
+        ["docker", "run", "-d", "--network", "none", "--label", f"{NODE_LABEL}={name}-n1",
+         "corral/base:latest", "sleep", "60"], capture_output=True, text=True, check=False)
+    try:
+        down = corral_lab("down", "--dir", str(directory), "--name", name)
+        assert down.returncode == 0, down.stderr
+        assert sleeper.wait(timeout=15) is not None
+        names = netns_names()
+        assert f"{name}-c1" not in names and f"{name}-n1" not in names
+        assert other in names
+        assert not link_exists(bridge)
+        if container.returncode == 0:  # the base image is there when the agent tests ran
+            assert not lab_containers(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)
+        sleeper.kill()
+
+
+def test_bad_flags_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = corral_lab("up", "--name", "Bad_Name", "--dir", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--name 'Bad_Name'" in done.stderr
+    done = corral_lab("status", "--dir", str(tmp_path / "none"))
+    assert done.returncode == 2 and "no lab recorded" in done.stderr
