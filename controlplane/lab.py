@@ -19,9 +19,9 @@ controller is given the same ``--pki-dir`` and ``--secret-file``), starts one ``
 controller`` per controller namespace, waits for each API, writes ``<dir>/admin.kubeconfig``
 (one context per controller), runs ``corral join`` inside each node namespace, starts one
 ``corral agent`` per node (Docker runtime, Corral's bridge ``corral0`` inside the node's
-namespace; Docker's sandboxes get their veth from that namespace), and waits until every node is
-Ready. Processes run detached (their own session, output in ``<dir>/<host>.log``) and outlive
-``lab up``.
+namespace; Docker's sandboxes get their veth from that namespace; ``--overlay`` between nodes),
+and waits until every node is Ready. Processes run detached (their own session, output in
+``<dir>/<host>.log``) and outlive ``lab up``.
 
 ``lab status`` tells, from the state file, which processes live, which controller leads (its
 ``/metrics``) and which nodes are Ready.
@@ -34,7 +34,10 @@ then SIGKILL; removes the pods' containers (they live in Docker, not in the name
 the namespaces (their bridges and iptables rules die with them), the root bridge and the
 FORWARD rule ``lab up`` added, and the directory unless ``--keep``.
 
-Without the overlay (issue 6), pods on different nodes cannot reach each other yet.
+Agents run with ``--overlay``: each node's WireGuard interface ``<name>-w<I>`` lives in its
+namespace, its detached ``corral wg`` process too, so ``lab down`` stops it with the others
+(``ip netns pids``) and the interface goes with the namespace. Pods on different nodes reach
+each other through it; on the bridge only WireGuard's UDP passes between nodes.
 
 This is a composition root (tests/test_layering.py exempts it): it starts controllers and agents.
 """
@@ -128,6 +131,12 @@ def forward_rule(name: str) -> list[str]:
     bridge = bridge_name(name)
     return ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", f"corral lab {name}",
             "-j", "ACCEPT"]
+
+
+def overlay_ifname(host: Host) -> str:
+    """The node's WireGuard interface, ``<name>-w<I>``: the UAPI socket directory
+    (/var/run/wireguard) is shared by every namespace, so each node's name must be its own."""
+    return f"{host.name.rsplit('-', 1)[0]}-w{host.index}"
 
 
 def validate_name(name: str) -> None:
@@ -476,7 +485,8 @@ def _up(state: LabState, progress: Callable[[str], None]) -> None:
             "--tls-private-key-file", str(d / SERVING_KEY),
             "--client-ca-file", str(d / CA_FILE), "--node-name", n.name, "--node-ip", n.ip,
             "--server", ",".join(state.urls), "--port", str(AGENT_PORT), "--data-dir", str(d),
-            "--runtime", "docker", "--pod-network", "bridge", "--image-pull-fallback"])
+            "--runtime", "docker", "--pod-network", "bridge", "--image-pull-fallback",
+            "--overlay", "--overlay-interface", overlay_ifname(n)])
         state.save()
     if state.nodes:
         progress(f"agents started on {', '.join(n.name for n in state.nodes)}")

@@ -18,6 +18,10 @@ What it does, in the order ``run`` starts it:
    (a crash, a kill from outside) is queued at once; runtime objects of no pod it knows (a pod
    force-deleted, or deleted while the agent was down) are removed. Every pod is also resynced
    every ``sync_period``.
+5. With an overlay (``--overlay``; ``corral lab``), brings up the node's WireGuard interface,
+   publishes its public key and endpoint as annotations on its Node, and keeps one peer per
+   other node from a Node informer (``_run_overlay``: a loop of its own, debounced, apart from
+   the pod sync).
 
 The agent keeps no state of its own across restarts: labels on runtime objects tell which pod,
 container, attempt and spec each one is, so a restarted agent adopts what runs (nothing is
@@ -28,6 +32,7 @@ running; the informer and the status writes retry and the status converges when 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -37,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from controlplane.client import (
     CONFIGMAPS,
@@ -59,7 +64,12 @@ from controlplane.client import (
 )
 from controlplane.client.events import EventRecorder
 from controlplane.client.tasks import spawn
-from nodeagent.heartbeat import RENEW_SECONDS, now_rfc3339, post_node_status, renew_lease
+from nodeagent.heartbeat import (
+    RENEW_SECONDS,
+    now_rfc3339,
+    post_node_status,
+    renew_lease,
+)
 from nodeagent.podsync import is_terminating
 from nodeagent.podworker import PodWorker, grace_seconds
 from nodeagent.probes import ProbeEvent, ProbeManager
@@ -85,6 +95,24 @@ EVENT_REPEAT_SECONDS = 300.0
 STATUS_RETRY_SECONDS = 2.0
 #: Runtime objects of an unknown pod get this long to stop before removal.
 STRAY_STOP_SECONDS = 2.0
+
+#: A Node change is acted on this long after it came, so a burst of changes is one peer sync.
+OVERLAY_DEBOUNCE_SECONDS = 0.2
+#: Peers are synced this often even without Node changes (and a failed sync retried sooner).
+OVERLAY_RESYNC_SECONDS = 30.0
+OVERLAY_RETRY_SECONDS = 2.0
+
+
+class Overlay(Protocol):
+    """What the agent needs of the node's overlay (``nodeagent.network.overlay.OverlayNetwork``).
+    ``start`` and ``sync_peers`` raise an Exception subclass with a one-line message."""
+
+    async def start(self, pod_cidr: str | None = None) -> Any: ...
+
+    def annotations(self) -> dict[str, str]: ...
+
+    async def sync_peers(self, nodes: list[Obj]) -> Any: ...
+
 
 #: Builds the runtime once the Node is registered (the Node has its podCIDR by then, when
 #: ``AgentConfig.needs_pod_cidr``).
@@ -219,8 +247,10 @@ class Agent:
 
     def __init__(self, client: ApiClient, config: AgentConfig,
                  runtime_factory: RuntimeFactory, *,
-                 start_server: ServerStarter | None = None) -> None:
+                 start_server: ServerStarter | None = None,
+                 overlay: Overlay | None = None) -> None:
         self.client = client
+        self.overlay = overlay
         self.config = config
         self._runtime_factory = runtime_factory
         self._start_server = start_server
@@ -248,6 +278,8 @@ class Agent:
         tasks: list[asyncio.Task[Any]] = [heartbeat]
         try:
             self.node = await self._wait_for_node()
+            if self.overlay is not None:
+                tasks.append(spawn(self._run_overlay(self.overlay), name="agent overlay"))
             self.runtime = await self._runtime_factory(self.node)
             if self._start_server is not None:
                 await self._publish_port(await self._start_server(self.runtime))
@@ -334,6 +366,66 @@ class Agent:
                 if not missed:
                     log.warning("agent: lease not renewed: %s", getattr(exc, "message", exc))
                 missed = True
+
+    # -- the overlay -----------------------------------------------------------------------
+
+    async def _run_overlay(self, overlay: Overlay) -> None:
+        """Bring the overlay up, publish its key and endpoint on the Node, then keep one peer
+        per other node: a Node informer marks a change, the loop syncs the peers after a short
+        debounce (and every OVERLAY_RESYNC_SECONDS). A device that stopped answering (its
+        process killed) is started again. Errors are logged and retried, never fatal: Pods on
+        this node run without the overlay."""
+        pod_cidr = (self.node.get("spec") or {}).get("podCIDR")
+        delay = 1.0
+        while True:
+            try:
+                await overlay.start(pod_cidr)
+                break
+            except Exception as exc:  # noqa: BLE001 - retried; the message says why
+                log.error("agent: overlay not started: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        wanted = overlay.annotations()
+        changed = asyncio.Event()
+        nodes = Informer(self.client, NODES)
+        nodes.add_handler(FuncHandler(lambda _: changed.set(), lambda _o, _n: changed.set(),
+                                      lambda _: changed.set()))
+        informer = spawn(nodes.run(), name="agent nodes informer")
+        try:
+            await nodes.synced.wait()
+            while True:
+                await asyncio.sleep(OVERLAY_DEBOUNCE_SECONDS)
+                changed.clear()
+                ok = await self._publish_overlay(nodes.get(self.config.node_name), wanted)
+                try:
+                    await overlay.sync_peers(nodes.list())
+                except Exception as exc:  # noqa: BLE001 - the device went: bring it back
+                    ok = False
+                    log.warning("agent: overlay peers not synced: %s", exc)
+                    with contextlib.suppress(Exception):
+                        await overlay.start(pod_cidr)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), OVERLAY_RESYNC_SECONDS if ok
+                                           else OVERLAY_RETRY_SECONDS)
+        finally:
+            informer.cancel()
+            await asyncio.gather(informer, return_exceptions=True)
+
+    async def _publish_overlay(self, node: Obj | None, wanted: dict[str, str]) -> bool:
+        """The overlay's annotations on our Node, unless they are there already."""
+        have = ((node or {}).get("metadata") or {}).get("annotations") or {}
+        if node is not None and all(have.get(k) == v for k, v in wanted.items()):
+            return True
+        try:
+            await self.client.patch(NODES, "", self.config.node_name,
+                                    {"metadata": {"annotations": wanted}})
+            log.info("agent: overlay key and endpoint %s published on node %s",
+                     wanted.get("corral.dev/wireguard-endpoint"), self.config.node_name)
+            return True
+        except (ApiError, OSError) as exc:
+            log.info("agent: publishing the overlay's annotations: %s",
+                     getattr(exc, "message", exc))
+            return False
 
     # -- pods ------------------------------------------------------------------------------
 

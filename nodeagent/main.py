@@ -29,6 +29,14 @@ from nodeagent import images
 from nodeagent.agent import Agent, AgentConfig, RuntimeFactory, default_node_name
 from nodeagent.network import BridgeNetwork, PodNetworkError
 from nodeagent.network.bridge import DEFAULT_BRIDGE
+from nodeagent.network.overlay import (
+    DEFAULT_IFNAME,
+    DEFAULT_PORT,
+    OVERLAY_OVERHEAD,
+    OverlayError,
+    OverlayNetwork,
+    remove_overlay,
+)
 from nodeagent.runtime.base import LABEL_NODE_NAME, Runtime
 from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.process import ProcessRuntime
@@ -82,6 +90,7 @@ def bridge_possible() -> bool:
 
 def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
                    cluster_cidr: str | None = None, bridge: str = DEFAULT_BRIDGE,
+                   mtu: int = 1500,
                    progress: Callable[[str], None] = lambda _: None) -> RuntimeChoice:
     """The runtime and pod network for ``runtime``/``pod_network`` ("auto": the best that
     works here). Raises AgentSetupError for a choice this host cannot honour."""
@@ -116,7 +125,7 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
         if use_bridge:
             pod_cidr = (node.get("spec") or {}).get("podCIDR")
             network = BridgeNetwork(pod_cidr, data_dir / NETWORK_DIR, bridge=bridge,
-                                    cluster_cidr=cluster_cidr)
+                                    cluster_cidr=cluster_cidr, mtu=mtu)
             try:
                 await network.setup()
             except PodNetworkError as exc:
@@ -147,7 +156,12 @@ async def remove_pods_and_network(data_dir: Path) -> tuple[int, str | None]:
     """What ``corral down`` does on the node: remove every sandbox and container the agent of
     ``data_dir`` made for its node (in Docker, or processes) and its bridge with the NAT rule.
     Returns how many sandboxes were removed and the bridge removed, if any. The agent must not
-    be running; objects of other nodes or clusters on the same engine are left alone."""
+    be running; objects of other nodes or clusters on the same engine are left alone. The
+    overlay interface (``--overlay``), when the agent made one, is deleted too."""
+    try:
+        await remove_overlay(data_dir / NETWORK_DIR)
+    except OverlayError as exc:
+        raise AgentSetupError(f"overlay: {exc}") from None
     saved = data_dir / STATE_FILE
     if not saved.exists():
         return 0, None  # the agent never got as far as running pods
@@ -258,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-cidr", default="10.244.0.0/16",
                    help="the cluster's pod network (traffic leaving it is masqueraded)")
     p.add_argument("--bridge", default=DEFAULT_BRIDGE, help="the pods' bridge")
+    p.add_argument("--overlay", action="store_true",
+                   help="join the nodes' Pod networks through a WireGuard interface (needs "
+                   "Corral's bridge pod network); the key and endpoint go on the Node")
+    p.add_argument("--overlay-interface", default=DEFAULT_IFNAME, metavar="NAME",
+                   help="the WireGuard interface (default %(default)s; distinct per node when "
+                   "nodes share a machine: its UAPI socket directory is shared)")
+    p.add_argument("--overlay-port", type=int, default=DEFAULT_PORT,
+                   help="the WireGuard UDP port (default %(default)s)")
+    p.add_argument("--underlay-mtu", type=int, default=1500,
+                   help="the MTU of the node's network; the overlay's and the Pods' is "
+                   f"{OVERLAY_OVERHEAD} less with --overlay (default %(default)s)")
     p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--register-with-taint", action="append", default=[],
                    metavar="KEY=VALUE:EFFECT")
@@ -294,10 +319,22 @@ async def run_agent(args: argparse.Namespace) -> None:
     use_runtime_threads()
     node_ip = args.node_ip or detect_node_ip()
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    overlay = None
+    if args.overlay:
+        try:
+            overlay = OverlayNetwork(args.node_name, node_ip, args.data_dir / NETWORK_DIR,
+                                     ifname=args.overlay_interface, listen_port=args.overlay_port,
+                                     cluster_cidr=args.cluster_cidr,
+                                     underlay_mtu=args.underlay_mtu)
+        except OverlayError as exc:
+            raise AgentSetupError(f"--overlay: {exc}") from None
     choice = choose_runtime(args.runtime, args.pod_network, args.data_dir,
                             cluster_cidr=args.cluster_cidr, bridge=args.bridge,
-                            progress=log.warning)
+                            mtu=overlay.mtu if overlay else 1500, progress=log.warning)
     log.warning("runtime: %s", choice.summary)
+    if overlay is not None and not choice.needs_pod_cidr:
+        raise AgentSetupError("--overlay needs Corral's bridge pod network (--pod-network "
+                              "bridge, root, a Docker engine)")
     config = AgentConfig(
         node_name=args.node_name, data_dir=args.data_dir, node_ip=node_ip,
         labels=parse_labels(args.node_label), taints=parse_taints(args.register_with_taint),
@@ -316,7 +353,8 @@ async def run_agent(args: argparse.Namespace) -> None:
         raise AgentSetupError(f"--kubeconfig: {exc}") from None
     async with client:
         agent = Agent(client, config, choice.factory,
-                      start_server=server_starter(tls, node_ip, args.port, servers))
+                      start_server=server_starter(tls, node_ip, args.port, servers),
+                      overlay=overlay)
         task = asyncio.create_task(agent.run(), name="agent")
         try:
             await until_signalled(task)

@@ -7,24 +7,30 @@ leading controller leaves an API that answers and schedules a new pod; ``lab sta
 is dead and who leads; ``lab down`` leaves no namespace, bridge, FORWARD rule or pod container,
 and running it again is fine. ``lab down`` also removes a crashed lab by its names alone.
 
-Pods on different nodes cannot reach each other until the overlay lands (issue 6): not tested.
+Pods on different nodes reach each other by Pod IP through the overlay (issue 6), and a capture
+on the lab's bridge during such a request sees, between the nodes, only WireGuard messages and
+never the answer's payload in clear; ``lab down`` stops the nodes' detached ``corral wg`` too.
 Each lab has a unique short --name, and ``lab down`` runs at the end also when a test fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import yaml
@@ -122,6 +128,134 @@ def http_from_node(node: str, ip: str) -> str:
     return done.stdout
 
 
+def pinned_pod(name: str, node: str, payload: str) -> dict[str, Any]:
+    """An httpd pod on ``node`` (``nodeName``) whose index.html is ``payload``."""
+    serve = f"echo {payload} > /w/index.html; exec httpd -f -p 8080 -h /w"
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "xnode"}},
+            "spec": {"nodeName": node, "containers": [{
+                "name": "httpd", "image": "corral/base:latest", "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", serve],
+                "volumeMounts": [{"name": "w", "mountPath": "/w"}]}],
+                "volumes": [{"name": "w", "emptyDir": {}}]}}
+
+
+def kubectl_http_get(kubeconfig: Path, pod: str, ip: str) -> str:
+    """The body of GET http://ip:8080/ from inside ``pod``, through kubectl exec. Busybox's
+    ``nc`` speaks the HTTP: the static Debian busybox's ``wget`` dies of SIGSEGV (exit 139)."""
+    request = f"printf 'GET / HTTP/1.0\\r\\nHost: {ip}\\r\\n\\r\\n' | nc -w 10 {ip} 8080"
+    done = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "exec", pod, "-c",
+                           "httpd", "--", "sh", "-c", request],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    head, sep, body = done.stdout.partition("\n\n")  # text mode made \r\n \n
+    assert sep and head.startswith("HTTP/1.") and " 200 " in head.splitlines()[0], done.stdout
+    return body
+
+
+SOL_PACKET, PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, ETH_P_ALL = 263, 1, 1, 0x0003
+WG_PORT = 51820
+NODES_NET = ipaddress.ip_network("198.18.1.0/24")
+
+
+class BridgeCapture:
+    """Every frame crossing the lab's bridge while running (AF_PACKET, the bridge made
+    promiscuous so frames forwarded between its ports are seen too)."""
+
+    def __init__(self, bridge: str) -> None:
+        self.frames: list[bytes] = []
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self._sock.bind((bridge, 0))
+        mreq = struct.pack("iHH8s", socket.if_nametoindex(bridge), PACKET_MR_PROMISC, 0, b"")
+        self._sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.frames.append(self._sock.recv(65535))
+            except TimeoutError:
+                pass
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+
+
+def between_nodes(frames: list[bytes]) -> list[tuple[str, str, int, bytes]]:
+    """(src, dst, IP protocol, IP payload) of the IPv4 frames between two lab nodes."""
+    found = []
+    for f in frames:
+        if len(f) < 34 or f[12:14] != b"\x08\x00":
+            continue
+        ihl = (f[14] & 0x0F) * 4
+        src, dst = ipaddress.ip_address(f[26:30]), ipaddress.ip_address(f[30:34])
+        if src in NODES_NET and dst in NODES_NET:
+            total = struct.unpack("!H", f[16:18])[0]
+            found.append((str(src), str(dst), f[23], f[14 + ihl:14 + total]))
+    return found
+
+
+def check_cross_node_pods(name: str, directory: Path, url: str) -> None:
+    """Two pods on different nodes fetch each other's page by Pod IP; on the bridge meanwhile
+    only WireGuard messages pass between the nodes and the page is never seen in clear."""
+    kubeconfig = directory / "admin.kubeconfig"
+    payload = {n: f"overlay-{n}-{uuid.uuid4().hex}" for n in (1, 2)}
+
+    async def create_pods() -> None:
+        async with client(kubeconfig, url) as api:
+            for n in (1, 2):
+                await api.create(PODS, "default",
+                                 pinned_pod(f"x{n}", f"{name}-n{n}", payload[n]))
+
+    run(create_pods())
+    pods = {p["metadata"]["name"]: p for p in run(running_pods(kubeconfig, url, "app=xnode", 2))}
+    assert pods["x1"]["spec"]["nodeName"] == f"{name}-n1"
+    assert pods["x2"]["spec"]["nodeName"] == f"{name}-n2"
+    ip1, ip2 = pods["x1"]["status"]["podIP"], pods["x2"]["status"]["podIP"]
+    assert ipaddress.ip_address(ip1) not in ipaddress.ip_network(ip2 + "/24", strict=False)
+
+    with BridgeCapture(f"crl-{name}") as capture:
+        assert kubectl_http_get(kubeconfig, "x1", ip2) == payload[2] + "\n"
+        assert kubectl_http_get(kubeconfig, "x2", ip1) == payload[1] + "\n"
+        time.sleep(0.5)
+    assert capture.frames
+    for n in (1, 2):
+        assert not [f for f in capture.frames if payload[n].encode() in f], "payload in clear"
+    crossing = between_nodes(capture.frames)
+    data = 0
+    for src, dst, proto, body in crossing:
+        assert proto == socket.IPPROTO_UDP, (src, dst, proto)
+        sport, dport = struct.unpack("!HH", body[:4])
+        assert (sport, dport) == (WG_PORT, WG_PORT), (src, dst, sport, dport)
+        message = body[8:]
+        assert message[0] in (1, 2, 3, 4) and message[1:4] == b"\0\0\0", message[:4].hex()
+        data += message[0] == 4
+    assert data >= 4, f"{data} WireGuard data messages between the nodes"
+
+
+def overlay_processes(name: str) -> list[int]:
+    """Processes of ``corral wg <name>-wI`` still running anywhere."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"overlay.main" in argv and any(a.startswith(f"{name}-w".encode()) for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
 @pytest.mark.privileged
 @pytest.mark.slow
 def test_lab_up_survives_leader_loss_and_down_removes_everything(
@@ -160,6 +294,10 @@ def test_lab_up_survives_leader_loss_and_down_removes_everything(
         node = pod["spec"]["nodeName"]
         assert node in (f"{name}-n1", f"{name}-n2")
         assert http_from_node(node, pod["status"]["podIP"]) == "hi\n"
+
+    # Across nodes, through the overlay: each node runs its own `corral wg <name>-wI`.
+    assert len(overlay_processes(name)) == 2
+    check_cross_node_pods(name, directory, urls[f"{name}-c1"])
 
     # SIGKILL the leading controller: another one answers and a new pod gets scheduled and runs.
     status = corral_lab("status", "--dir", str(directory))
@@ -202,6 +340,8 @@ def test_lab_up_survives_leader_loss_and_down_removes_everything(
     assert f"corral lab {name}" not in subprocess.run(
         ["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
     assert not directory.exists()
+    assert not overlay_processes(name)
+    assert not [p for p in Path("/var/run/wireguard").glob(f"{name}-w*")]
     again = corral_lab("down", "--dir", str(directory), "--name", name)
     assert again.returncode == 0, again.stderr
 
