@@ -16,9 +16,16 @@ life:
 2. The socket: one dual-stack ``AF_INET6`` UDP socket (``IPV6_V6ONLY=0``) bound to ``[::]``
    serves IPv4 peers through v4-mapped addresses; where IPv6 is disabled an ``AF_INET`` socket
    on 0.0.0.0 takes its place. Both the socket and the TUN descriptor are read with
-   ``loop.add_reader`` and drained in batches of up to ``MAX_BATCH`` packets per wake-up:
-   a synchronous ``recvfrom``/``read`` per packet costs less than a datagram protocol's
-   callbacks, and a socket made without the loop can be bound inside the synchronous ``apply``.
+   ``loop.add_reader`` and drained in batches of up to ``MAX_BATCH`` reads per wake-up:
+   a synchronous read costs less than a datagram protocol's callbacks, and a socket made
+   without the loop can be bound inside the synchronous ``apply``. Within a batch the per-packet
+   system calls are shared (measured: they, not the cipher, bound throughput at 1420 bytes):
+   the socket asks for UDP GRO, so one read may hold many datagrams (``overlay.udp``); sealed
+   datagrams wait in a per-peer outbox and leave at the end of the batch as UDP GSO runs; the
+   decrypted packets for the TUN leave together through ``Tun.write_batch`` where the TUN has
+   it, which merges TCP segments of a flow into one offload packet (``overlay.gro``); and each
+   touched peer's timer deadline is rescheduled once. Outside a batch (timers, ``apply``)
+   everything is sent at once, as before.
 3. Outbound (TUN -> UDP): the destination address picks the peer by longest-prefix match on
    AllowedIPs. With a usable current keypair the packet is padded to a multiple of 16, sealed
    with that keypair's cached ``ChaCha20Poly1305`` under the next nonce and sent to the peer's
@@ -99,13 +106,13 @@ from overlay.noise import (
 from overlay.replay import ReplayFilter
 from overlay.timers import Action, PeerTimers, should_initiate_on_send
 from overlay.tun import Tun
+from overlay.udp import GsoSender, enable_gro, receive
 from overlay.uapi import DeviceStatus, DeviceUpdate, Endpoint, MemoryDevice, UapiError
 
 log = logging.getLogger(__name__)
 
 MAX_STAGED_PACKETS = 128  # packets held per peer while a handshake is pending (wireguard-go)
 MAX_BATCH = 64  # packets read from the TUN or the socket per wake-up, before yielding
-MAX_DATAGRAM_SIZE = 65535  # bytes
 PADDING_MULTIPLE = 16  # bytes: plaintexts are zero-padded to a multiple of this
 UNDER_LOAD_HANDSHAKES = 128  # handshake messages per second above which mac2 is required
 UNDER_LOAD_AFTER_TIME = 1.0  # seconds the device stays under load after the last burst
@@ -180,6 +187,16 @@ class Device:
         #: (send, receive) AEADs per live keypair; dropped when the keypair retires.
         self._ciphers: dict[Keypair, tuple[ChaCha20Poly1305, ChaCha20Poly1305]] = {}
         self._sock: socket.socket | None = None
+        self._gso = GsoSender()
+        #: While a reader callback drains its descriptor: sealed datagrams per peer, sent
+        #: together (UDP GSO) when the batch ends, and the peers whose timers may have moved.
+        self._batching = False
+        self._outbox: dict[PeerState, list[bytes]] = {}
+        #: Decrypted packets for the TUN, written together when the batch ends (if the TUN
+        #: offers ``write_batch``: it may merge TCP segments).
+        self._write_batch: Callable[[list[bytes]], None] | None = getattr(tun, "write_batch", None)
+        self._inbox: list[bytes] = []
+        self._touched: set[PeerState] = set()
         self._port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer_task: asyncio.Task[None] | None = None
@@ -365,6 +382,7 @@ class Device:
                     sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_SIZE)
             if fwmark:
                 self._set_fwmark(sock, fwmark)
+            enable_gro(sock)
         except BaseException:
             sock.close()
             raise
@@ -424,12 +442,62 @@ class Device:
             return
         peer.tx_bytes += len(data)
 
+    def _queue(self, peer: PeerState, data: bytes) -> None:
+        """Send a transport datagram, or hold it for ``_end_batch`` while a batch is read."""
+        if not self._batching:
+            self._send_to_peer(peer, data)
+            return
+        box = self._outbox.get(peer)
+        if box is None:
+            self._outbox[peer] = [data]
+        else:
+            box.append(data)
+
+    def _begin_batch(self) -> None:
+        self._batching = True
+
+    def _end_batch(self) -> None:
+        """Send what the batch sealed, per peer in order, and wake the timers it moved."""
+        self._batching = False
+        outbox, self._outbox = self._outbox, {}
+        touched, self._touched = self._touched, set()
+        if self._inbox:
+            inbox, self._inbox = self._inbox, []
+            assert self._write_batch is not None
+            try:
+                self._write_batch(inbox)
+            except OSError as error:
+                log.debug("%s: TUN write failed: %s", self.ifname, error)
+        sock = self._sock
+        for peer, datagrams in outbox.items():
+            if peer.sockaddr is None or sock is None:
+                log.debug("%s: no endpoint, %d packets dropped", peer.label, len(datagrams))
+                continue
+            peer.tx_bytes += self._gso.send(sock, datagrams, peer.sockaddr)
+        for peer in touched:
+            self._reschedule(peer)
+
+    def _touch(self, peer: PeerState) -> None:
+        """``peer``'s timers changed: reschedule now, or once at the end of the batch."""
+        if self._batching:
+            self._touched.add(peer)
+        else:
+            self._reschedule(peer)
+
     # -- outbound: TUN -> UDP -----------------------------------------------------------------
 
     def _on_tun_readable(self) -> None:
+        self._begin_batch()
+        try:
+            self._drain_tun()
+        finally:
+            self._end_batch()
+
+    def _drain_tun(self) -> None:
+        read = self._tun.read
         for _ in range(MAX_BATCH):
             try:
-                packet = self._tun.read()
+                packet = read()
             except BlockingIOError:
                 return
             except OSError as error:
@@ -459,7 +527,7 @@ class Device:
             return
         now = self._clock()
         self._send_packet(peer, packet, now)
-        self._reschedule(peer)
+        self._touch(peer)
 
     def _send_packet(self, peer: PeerState, packet: bytes, now: float) -> None:
         """Seal and send ``packet`` (empty: a keepalive), or stage it and ask for a handshake."""
@@ -477,7 +545,7 @@ class Device:
             return
         padding = -len(packet) % PADDING_MULTIPLE
         sealed = ciphers[0].encrypt(counter_nonce(counter), packet + bytes(padding) if padding else packet, None)
-        self._send_to_peer(peer, _TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, keypair.remote_index, counter) + sealed)
+        self._queue(peer, _TRANSPORT_HEADER.pack(MESSAGE_TRANSPORT, keypair.remote_index, counter) + sealed)
         peer.timers.any_authenticated_packet_traversal(now)
         peer.timers.any_authenticated_packet_sent(now)
         if packet:
@@ -531,20 +599,29 @@ class Device:
         sock = self._sock
         if sock is None:
             return
+        self._begin_batch()
+        try:
+            self._drain_udp(sock)
+        finally:
+            self._end_batch()
+
+    def _drain_udp(self, sock: socket.socket) -> None:
         for _ in range(MAX_BATCH):
             try:
-                data, addr = sock.recvfrom(MAX_DATAGRAM_SIZE)
+                datagrams, addr = receive(sock)
             except BlockingIOError:
                 return
             except OSError as error:
                 log.debug("%s: UDP receive failed: %s", self.ifname, error)
                 return
-            try:
-                self._receive(data, addr)
-            except Exception:
-                log.debug("%s: datagram dropped", self.ifname, exc_info=True)
+            for data in datagrams:
+                try:
+                    self._receive(data, addr)
+                except Exception:
+                    log.debug("%s: datagram dropped", self.ifname, exc_info=True)
 
-    def _receive(self, data: bytes, addr: SockAddr) -> None:
+    def _receive(self, data: bytes | memoryview, addr: SockAddr) -> None:
+        """One datagram (a slice of a GRO read is a ``memoryview``; handshakes get bytes)."""
         try:
             kind = message_type(data)
         except MessageError as error:
@@ -553,7 +630,9 @@ class Device:
         now = self._clock()
         if kind == MESSAGE_TRANSPORT:
             self._receive_transport(data, addr, now)
-        elif kind == MESSAGE_INITIATION:
+            return
+        data = bytes(data)
+        if kind == MESSAGE_INITIATION:
             self._receive_initiation(data, addr, now)
         elif kind == MESSAGE_RESPONSE:
             self._receive_response(data, addr, now)
@@ -692,7 +771,7 @@ class Device:
         if entry.peer.cookies.consume_reply(data):
             log.debug("%s: cookie received", entry.peer.label)
 
-    def _receive_transport(self, data: bytes, addr: SockAddr, now: float) -> None:
+    def _receive_transport(self, data: bytes | memoryview, addr: SockAddr, now: float) -> None:
         _, receiver, counter = _TRANSPORT_HEADER.unpack_from(data)
         entry = self._indices.lookup(receiver)
         keypair = entry.keypair if entry is not None else None
@@ -724,7 +803,7 @@ class Device:
         if plaintext:
             peer.timers.data_received(now)
             self._deliver(peer, plaintext)
-        self._reschedule(peer)
+        self._touch(peer)
 
     def _deliver(self, peer: PeerState, plaintext: bytes) -> None:
         """Write a decrypted packet to the TUN if its source address belongs to ``peer``."""
@@ -748,8 +827,12 @@ class Device:
                 log.debug("%s: packet from %s, not in its allowed IPs, dropped", peer.label,
                           ipaddress.ip_address(source))
             return
+        packet = plaintext[:length] if length < len(plaintext) else plaintext
+        if self._batching and self._write_batch is not None:
+            self._inbox.append(packet)
+            return
         try:
-            self._tun.write(plaintext[:length])
+            self._tun.write(packet)
         except OSError as error:
             log.debug("%s: TUN write failed: %s", self.ifname, error)
 

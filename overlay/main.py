@@ -83,7 +83,7 @@ def _detach(ifname: str) -> int:
 
 
 async def _run(ifname: str, ready_fd: int | None, *, keep_stderr: bool) -> int:
-    tun = TunDevice.create(ifname)
+    tun = TunDevice.create(ifname, vnet_hdr=True)
     try:
         tun.set_mtu(DEFAULT_MTU)
         device = Device(ifname, tun)

@@ -17,7 +17,15 @@ in the original namespace.
 creates an interface; it acts on the interface in the caller's current network namespace, so
 call it before the interface is moved.
 
-``Tun`` is what the device needs of a TUN interface; ``TunDevice`` is the real one.
+With ``vnet_hdr=True`` the interface is opened with ``IFF_VNET_HDR`` as well: every packet
+crosses the descriptor behind a 10-byte ``virtio_net_hdr``. ``read`` and ``write`` hide it (no
+offloads are switched on, so what the kernel hands us is always one plain packet), and
+``write_batch`` uses it to hand the kernel consecutive TCP segments of one flow as a single
+segmentation-offload packet (``overlay.gro``): one trip through the kernel's TCP receive path
+for a whole train of segments, the largest cost of a receiving device at 1420-byte packets.
+
+``Tun`` is what the device needs of a TUN interface; ``TunDevice`` is the real one. A ``Tun``
+may also offer ``write_batch(packets)``; the device uses it when present.
 """
 
 from __future__ import annotations
@@ -28,11 +36,14 @@ import socket
 import struct
 from typing import Protocol
 
+from overlay.gro import PLAIN_HEADER, VIRTIO_NET_HDR_SIZE, coalesce
+
 TUN_CLONE_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA  # _IOW('T', 202, int)
 SIOCSIFMTU = 0x8922
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 IFNAMSIZ = 16  # bytes, including the terminating NUL
 #: wireguard-go's default: a 1500-byte underlay minus 80 bytes of IPv6 + UDP + WireGuard.
 DEFAULT_MTU = 1420  # bytes
@@ -60,35 +71,63 @@ class Tun(Protocol):
 class TunDevice:
     """An open Linux TUN interface (``IFF_TUN | IFF_NO_PI``, non-blocking)."""
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, *, vnet_hdr: bool = False) -> None:
         self._fd = fd
         self.name = name
+        self.vnet_hdr = vnet_hdr
 
     @classmethod
-    def create(cls, name: str) -> TunDevice:
-        """Create (or attach to) TUN interface ``name``; raises ``OSError`` (e.g. EPERM, EBUSY)."""
+    def create(cls, name: str, *, vnet_hdr: bool = False) -> TunDevice:
+        """Create (or attach to) TUN interface ``name``; raises ``OSError`` (e.g. EPERM, EBUSY).
+        ``vnet_hdr``: exchange packets behind a ``virtio_net_hdr`` (for ``write_batch``)."""
         encoded = name.encode()
         if not encoded or len(encoded) >= IFNAMSIZ or b"/" in encoded:
             raise ValueError(f"invalid interface name {name!r}")
         fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            answer = fcntl.ioctl(fd, TUNSETIFF, _IFREQ_FLAGS.pack(encoded, IFF_TUN | IFF_NO_PI))
+            flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+            answer = fcntl.ioctl(fd, TUNSETIFF, _IFREQ_FLAGS.pack(encoded, flags))
         except BaseException:
             os.close(fd)
             raise
         actual = _IFREQ_FLAGS.unpack(answer[: _IFREQ_FLAGS.size])[0].rstrip(b"\0").decode()
-        return cls(fd, actual)
+        return cls(fd, actual, vnet_hdr=vnet_hdr)
 
     def fileno(self) -> int:
         return self._fd
 
     def read(self) -> bytes:
         """One packet; raises ``BlockingIOError`` when none is waiting."""
+        if self.vnet_hdr:
+            return os.read(self._fd, VIRTIO_NET_HDR_SIZE + MAX_PACKET_SIZE)[VIRTIO_NET_HDR_SIZE:]
         return os.read(self._fd, MAX_PACKET_SIZE)
 
     def write(self, packet: bytes) -> None:
         """Inject one packet; raises ``BlockingIOError`` when the interface queue is full."""
-        os.write(self._fd, packet)
+        if self.vnet_hdr:
+            os.writev(self._fd, (PLAIN_HEADER, packet))
+        else:
+            os.write(self._fd, packet)
+
+    def write_batch(self, packets: list[bytes]) -> None:
+        """Inject ``packets`` in order, TCP segments of a flow merged where the kernel allows
+        (with ``vnet_hdr``). A write that fails drops that packet and the rest still go; the
+        last error is raised at the end."""
+        failure: OSError | None = None
+        if not self.vnet_hdr:
+            for packet in packets:
+                try:
+                    os.write(self._fd, packet)
+                except OSError as error:
+                    failure = error
+        else:
+            for header, packet in coalesce(packets):
+                try:
+                    os.writev(self._fd, (header, packet))
+                except OSError as error:
+                    failure = error
+        if failure is not None:
+            raise failure
 
     def set_mtu(self, mtu: int) -> None:
         """Set the interface MTU (in the caller's network namespace)."""
