@@ -46,6 +46,7 @@ import os
 import re
 import socket
 import stat
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -638,3 +639,17 @@ async def _read_body(reader: asyncio.StreamReader) -> list[str]:
     while (raw := await reader.readline()) not in (b"", b"\n"):
         lines.append(raw.removesuffix(b"\n").decode("utf-8", errors="replace"))
     return lines
+
+
+def serving_pid(ifname: str, socket_dir: Path = DEFAULT_SOCKET_DIR) -> int | None:
+    """The pid of the process serving ``ifname``'s UAPI socket (its peer credentials), or None
+    when nobody answers there: how tools tell a live interface from a stale socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(socket_dir / f"{ifname}.sock"))
+        except OSError:
+            return None
+        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    pid: int = struct.unpack("3i", credentials)[0]
+    return pid

@@ -28,7 +28,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -43,7 +42,8 @@ import pytest
 from overlay.crypto import generate_private_key, key_to_base64, public_key
 from overlay.device import Device
 from overlay.timers import REJECT_AFTER_TIME, REKEY_AFTER_TIME
-from overlay.uapi import DeviceUpdate, Endpoint, PeerUpdate
+from overlay.uapi import DeviceUpdate, Endpoint, PeerUpdate, serving_pid
+from tests.overlay.overlaykit import PacketPipe
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +86,6 @@ def run(*argv: str, timeout: float = 15, check: bool = True) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
     return done.stdout
-
-
-def daemon_pid(ifname: str) -> int | None:
-    """The pid serving ``ifname``'s UAPI socket (SO_PEERCRED), or None when nobody does."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        try:
-            sock.connect(str(SOCKET_DIR / f"{ifname}.sock"))
-        except OSError:
-            return None
-        pid: int = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-        return pid
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10) -> None:
@@ -195,7 +183,7 @@ class Lab:
                                       check=False)
             assert done.returncode == 0, path.read_text()
             assert done.stdout == b"", "detaching prints nothing"
-        wait_for(lambda: daemon_pid(ifname) is not None, f"the UAPI socket of {ifname}")
+        wait_for(lambda: serving_pid(ifname) is not None, f"the UAPI socket of {ifname}")
         return path
 
     def configure(self, ifname: str, keys: Keys, port: int, peer: Keys, allowed_ips: str,
@@ -215,11 +203,11 @@ class Lab:
 
     @staticmethod
     def _stopped(ifname: str) -> bool:
-        return daemon_pid(ifname) is None
+        return serving_pid(ifname) is None
 
     def close(self) -> None:
         for ifname in self.interfaces:
-            pid = daemon_pid(ifname)
+            pid = serving_pid(ifname)
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
@@ -235,7 +223,7 @@ class Lab:
         for ifname in self.interfaces:
             with contextlib.suppress(AssertionError):
                 wait_for(functools.partial(self._stopped, ifname), f"{ifname} to stop", timeout=5)
-            pid = daemon_pid(ifname)
+            pid = serving_pid(ifname)
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -312,7 +300,7 @@ def test_two_corral_interfaces_moved_into_namespaces(lab: Lab) -> None:
     log.info("iperf3 Corral -> Corral at MTU %d: %.0f Mbit/s", TUNNEL_MTU, bits / 1e6)
 
     # SIGTERM stops a detached interface and removes its socket.
-    pid = daemon_pid(wg1)
+    pid = serving_pid(wg1)
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not (SOCKET_DIR / f"{wg1}.sock").exists(), "the UAPI socket to go")
@@ -357,35 +345,6 @@ def run_in_netns(ns: str, scenario: Callable[[], Awaitable[None]]) -> None:
     thread.join()
     if failure:
         raise failure[0]
-
-
-class PacketPipe:
-    """A ``Tun`` made of a SOCK_SEQPACKET pair: the device uses one end, the test ``outer``."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._inner, self.outer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._inner.setblocking(False)
-        self.outer.setblocking(False)
-
-    def fileno(self) -> int:
-        return self._inner.fileno()
-
-    def read(self) -> bytes:
-        return self._inner.recv(65535)
-
-    def write(self, packet: bytes) -> None:
-        self._inner.send(packet)
-
-    def close(self) -> None:
-        self._inner.close()
-        self.outer.close()
-
-    async def receive(self, timeout: float = 2.0) -> bytes | None:
-        try:
-            return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(self.outer, 65535), timeout)
-        except TimeoutError:
-            return None
 
 
 class MovedClock:

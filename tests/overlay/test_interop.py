@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from overlay.uapi import serving_pid
 from tests.overlay.test_device import (
     TUNNEL_MTU,
     Keys,
     Lab,
-    daemon_pid,
     iperf3,
     ping,
     show_peers,
@@ -61,7 +61,7 @@ def pair(require: Callable[[str], None], tmp_path: Path) -> Iterator[Pair]:
         key_corral, key_go = Keys.generate(), Keys.generate()
         corral_log = lab.corral(ns_corral, if_corral, foreground=True)
         lab.spawn(ns_go, "wireguard-go", "-f", if_go, env=WIREGUARD_GO_ENV)
-        wait_for(lambda: daemon_pid(if_go) is not None, "wireguard-go's UAPI socket")
+        wait_for(lambda: serving_pid(if_go) is not None, "wireguard-go's UAPI socket")
         lab.configure(if_corral, key_corral, 51820, key_go, "10.99.0.2/32", "198.18.42.2:51820")
         lab.configure(if_go, key_go, 51820, key_corral, "10.99.0.1/32", "198.18.42.1:51820")
         lab.address(ns_corral, if_corral, "10.99.0.1/24")

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from overlay.keypairs import (
     IndexTable,
-    Keypair,
     KeyMaterialZeroed,
+    Keypair,
     KeySlots,
     NonceExhausted,
 )

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from overlay.replay import (
     BACKTRACK_WORDS,
     COUNTER_WINDOW_SIZE,
-    ReplayFilter,
     WORD_BITS,
+    ReplayFilter,
 )
 from overlay.timers import REJECT_AFTER_MESSAGES
 
