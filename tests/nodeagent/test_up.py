@@ -209,8 +209,9 @@ def test_web_example_answers_on_every_pod_ip(up: Up, ns: str) -> None:
         assert http_get(p["status"]["podIP"]) == f"hello from {p['metadata']['name']}"
         assert p["status"]["hostIP"] == "127.0.0.1"
         assert p["status"]["containerStatuses"][0]["containerID"].startswith("docker://")
-    logs = up.kubectl("logs", "-n", ns, found[0]["metadata"]["name"]).stdout
-    assert isinstance(logs, str)
+    # The API proxies logs to the agent: kubectl fails (check=True) if that path is broken;
+    # httpd -f writes nothing, so the answer is empty.
+    assert up.kubectl("logs", "-n", ns, found[0]["metadata"]["name"]).stdout == ""
 
 
 # -- 2. self-healing -----------------------------------------------------------------------------
