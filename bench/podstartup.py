@@ -792,11 +792,7 @@ def main_sync(settings: Settings) -> int:
           + f"); {psutil.cpu_count()} CPUs", flush=True)
     run_id = uuid.uuid4().hex[:12]
     node = f"podstartup-{run_id}"
-    others = [f"{n} containers of node {name}" for name, n in
-              other_agents_containers(node).most_common(4)] + other_corral_processes()[:4]
-    if others:
-        print(f"WARNING: other corral agents share this machine's CPU, the figures are noisier: "
-              f"{'; '.join(others)}", flush=True)
+    warn_about_other_agents(node)
     began = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="corral-podstartup-"))
     up = CorralUp(tmp / "data", node, settings.log_level)
@@ -917,17 +913,22 @@ def report_split(run: SplitRun, split: SplitCluster, wall: float) -> None:
           f"(controller process: {run.rss_controller:.0f} MB)")
 
 
+def warn_about_other_agents(node: str) -> None:
+    """Other corral agents on this machine do not disturb the run, but share its CPU."""
+    others = [f"{n} containers of node {name}" for name, n in
+              other_agents_containers(node).most_common(4)] + other_corral_processes()[:4]
+    if others:
+        print(f"WARNING: other corral agents share this machine's CPU, the figures are noisier: "
+              f"{'; '.join(others)}", flush=True)
+
+
 def split_main(settings: Settings) -> int:
     run_id = uuid.uuid4().hex[:12]
     node = f"podstartup-split-{run_id}"
     print(f"pod startup benchmark (split): corral controller and corral agent (Docker) as two "
           f"processes, {RSS_AT_PODS} pods on node {node}, {settings.concurrency} at a time; "
           f"{psutil.cpu_count()} CPUs", flush=True)
-    others = [f"{n} containers of node {name}" for name, n in
-              other_agents_containers(node).most_common(4)] + other_corral_processes()[:4]
-    if others:
-        print(f"WARNING: other corral agents share this machine's CPU, the figures are noisier: "
-              f"{'; '.join(others)}", flush=True)
+    warn_about_other_agents(node)
     began = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="corral-podstartup-split-"))
     split = SplitCluster(tmp / "data", node, settings.log_level)
