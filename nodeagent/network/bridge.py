@@ -239,7 +239,10 @@ class BridgeNetwork:
         await run(*self._host_ip("-batch", "-"), stdin=_batch(
             ("link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", POD_IFNAME,
              "mtu", mtu, "netns", netns_path),
-            ("link", "set", "dev", veth, "master", self.bridge, "up")))
+            ("link", "set", "dev", veth, "master", self.bridge, "up"),
+            # Hairpin: a pod reaching itself through a Service's DNAT leaves and re-enters
+            # by the same port, which a bridge refuses without it (the kubelet's hairpin-veth).
+            ("link", "set", "dev", veth, "type", "bridge_slave", "hairpin", "on")))
         cidr = f"{address}/{self.network.prefixlen}"
         await run(*self._pod_ip(netns_path, "-batch", "-"), stdin=_batch(
             ("addr", "add", cidr, "dev", POD_IFNAME),

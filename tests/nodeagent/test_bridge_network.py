@@ -136,6 +136,8 @@ async def test_pods_reach_each_other_and_the_gateway(lab: Lab) -> None:
         assert ",UP" in lo_flags.split(">")[0]
     ports = sh("ip", "-n", lab.host, "-o", "link", "show", "master", "corral0").stdout
     assert veth_name("sandbox-0") in ports and veth_name("sandbox-1") in ports
+    details = sh("ip", "-n", lab.host, "-d", "link", "show", "dev", veth_name("sandbox-0"))
+    assert "hairpin on" in details.stdout  # a pod may reach itself through a Service
     assert ping(lab.pods[0], ips[1])
     assert ping(lab.pods[1], ips[0])
     assert ping(lab.pods[0], GATEWAY)
