@@ -35,12 +35,15 @@ from raftstore.member import (
 from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 from raftstore.store import Store
 
+from .api.allocators import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, IPRange, PortRange
 from .api.server import ApiServer
 from .auth.kubeconfig import write_kubeconfig
 from .auth.pki import JOIN_TOKEN_FILE, ClusterPKI, PKIError, write_atomic
 from .client import ApiClient, InformerFactory
 from .client.tasks import spawn
 from .controllers.deployment import DeploymentController
+from .controllers.endpoints import EndpointsController
+from .controllers.endpointslice import EndpointSliceController
 from .controllers.eventttl import EVENT_TTL_SECONDS, EventTTLController
 from .controllers.garbagecollector import GarbageCollector
 from .controllers.leaderelection import LeaseElector
@@ -89,6 +92,9 @@ class ControllerConfig:
     default_unreachable_toleration_seconds: float = EVICTION_TIMEOUT_SECONDS
     #: Events last seen longer ago than this are deleted.
     event_ttl: float = EVENT_TTL_SECONDS
+    #: Where Services get their cluster IPs and node ports (kube-apiserver's flags).
+    service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR
+    service_node_port_range: str = DEFAULT_NODE_PORT_RANGE
 
 
 class Controller:
@@ -118,7 +124,9 @@ class Controller:
             self.pki = load_or_create_pki(config.pki_dir)
         self.store = await open_store(config)
         self.server = ApiServer(self.store, pki=self.pki, insecure=config.insecure,
-                                watch_progress_interval=config.watch_progress_interval)
+                                watch_progress_interval=config.watch_progress_interval,
+                                service_cluster_ip_range=config.service_cluster_ip_range,
+                                service_node_port_range=config.service_node_port_range)
         ssl_context = None
         if self.pki is not None:
             cert, key = self.pki.issue_server_cert(host, [host, *config.tls_sans])
@@ -181,6 +189,9 @@ def leader_loops(client: ApiClient, config: ControllerConfig) -> list[Loop]:
         Loop("scheduler", lambda: Scheduler(client, informers=informers).run()),
         Loop("replicaset", lambda: ReplicaSetController(client, informers=informers).run()),
         Loop("deployment", lambda: DeploymentController(client, informers=informers).run()),
+        Loop("endpoints", lambda: EndpointsController(client, informers=informers).run()),
+        Loop("endpointslice",
+             lambda: EndpointSliceController(client, informers=informers).run()),
         Loop("node-lifecycle", lambda: NodeLifecycleController(
             client, grace=config.node_monitor_grace_period,
             eviction_timeout=config.default_unreachable_toleration_seconds,
@@ -249,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-ttl", type=_positive_seconds, default=EVENT_TTL_SECONDS,
                    metavar="SECONDS", help="how long Events are kept after they last happened "
                    "(default %(default)s)")
+    p.add_argument("--service-cluster-ip-range", default=DEFAULT_SERVICE_CIDR, metavar="CIDR",
+                   help="the IPv4 range Services get their cluster IPs from (default "
+                   "%(default)s; the first address is the kubernetes Service's)")
+    p.add_argument("--service-node-port-range", default=DEFAULT_NODE_PORT_RANGE,
+                   metavar="BASE-MAX", help="the ports NodePort and LoadBalancer Services get "
+                   "their node ports from (default %(default)s)")
     return p
 
 
@@ -267,6 +284,12 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
             CidrSet(args.cluster_cidr, args.node_cidr_mask_size)
         except CidrError as exc:
             raise ConfigError(f"--cluster-cidr/--node-cidr-mask-size: {exc}") from None
+    try:
+        IPRange(args.service_cluster_ip_range)
+        PortRange(args.service_node_port_range)
+    except ValueError as exc:
+        raise ConfigError(f"--service-cluster-ip-range/--service-node-port-range: {exc}") \
+            from None
     if not etcd and args.secret_file is None and not os.environ.get(SECRET_ENV):
         args.secret_file = ensure_raft_secret(data_dir)
     return ControllerConfig(
@@ -283,6 +306,8 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         node_monitor_grace_period=args.node_monitor_grace_period,
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
         event_ttl=args.event_ttl,
+        service_cluster_ip_range=args.service_cluster_ip_range,
+        service_node_port_range=args.service_node_port_range,
     )
 
 

@@ -11,7 +11,7 @@ document, so this script puts them back from small tables, each a fact of the Ku
    ``openapi_types`` from them and collects every reachable model.
 2. ``openapi_name`` turns a client class name into the Kubernetes OpenAPI name: the client
    drops the Go package, so ``PACKAGES`` says which short names live in apimachinery meta/v1,
-   apps, coordination, autoscaling or policy; everything else is core/v1.
+   apps, coordination, discovery, autoscaling or policy; everything else is core/v1.
 3. ``type_expr`` turns a client type string into a type expression of the data file:
    ``string``, ``int32``, ``int64``, ``boolean``, ``double``, ``byte`` (base64 []byte),
    ``[]X`` (list), ``{}X`` (map with string keys) or an OpenAPI type name. Here the lost
@@ -57,6 +57,7 @@ ROOTS: tuple[tuple[str, str, str, str], ...] = tuple(
           "PersistentVolume", "PersistentVolumeClaim", "ServiceAccount"), ""),
         (("Deployment", "ReplicaSet"), "apps"),
         (("Lease",), "coordination.k8s.io"),
+        (("EndpointSlice",), "discovery.k8s.io"),
     )
     for base in kinds
     for kind in (base, base + "List")
@@ -87,6 +88,10 @@ PACKAGES: dict[str, str] = {
         "ReplicaSetSpec", "ReplicaSetStatus", "ReplicaSetCondition",
     )},
     **{name: "io.k8s.api.coordination.v1" for name in ("Lease", "LeaseList", "LeaseSpec")},
+    **{name: "io.k8s.api.discovery.v1" for name in (
+        "EndpointSlice", "EndpointSliceList", "Endpoint", "EndpointConditions", "EndpointHints",
+        "ForZone", "ForNode",
+    )},
     **{name: "io.k8s.api.autoscaling.v1" for name in ("Scale", "ScaleSpec", "ScaleStatus")},
     "Eviction": "io.k8s.api.policy.v1",
 }
@@ -143,7 +148,7 @@ PATCH_META: dict[str, dict[str, tuple[str, str]]] = {
     "ReplicaSetStatus": _CONDITIONS,
 }
 
-_CLASS = re.compile(r"^(?:CoreV1|V1)([A-Z]\w*)$")
+_CLASS = re.compile(r"^(CoreV1|DiscoveryV1|V1)([A-Z]\w*)$")
 _LIST = re.compile(r"^List\[(.*)\]$")
 _DICT = re.compile(r"^Dict\[str, (.*)\]$")
 _PRIMITIVES = {"str": "string", "bool": "boolean", "float": "double", "bytes": "byte"}
@@ -156,7 +161,9 @@ def openapi_name(cls_name: str) -> str:
     m = _CLASS.match(cls_name)
     if not m:
         raise SystemExit(f"unexpected client model {cls_name!r}: extend openapi_name")
-    short = m.group(1)
+    short = m.group(2)
+    if m.group(1) == "DiscoveryV1":  # the client's name for discovery/v1's EndpointPort
+        return f"io.k8s.api.discovery.v1.{short}"
     return f"{PACKAGES.get(short, CORE)}.{short}"
 
 

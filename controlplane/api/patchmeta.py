@@ -236,6 +236,7 @@ _KINDS: dict[tuple[str, str], Table] = {
         **_under("status", CONDITIONS),
     },
     ("coordination.k8s.io", "Lease"): {},
+    ("discovery.k8s.io", "EndpointSlice"): {"endpoints": _LIST_ATOMIC, "ports": _LIST_ATOMIC},
 }
 
 _COMMON: Table = {

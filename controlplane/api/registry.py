@@ -32,17 +32,20 @@ from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
 from raftstore.store import (
     Compacted,
     Compare,
+    CompareTarget,
     Delete,
     EventType,
     FutureRevision,
+    Get,
     KeyValue,
+    Op,
     Put,
     Store,
     Unavailable,
@@ -57,10 +60,29 @@ from .strategy import Obj
 
 #: Attempts of an unconditional update or a patch that lost a race to another writer.
 CONFLICT_RETRIES = 8
+#: Attempts of a write whose allocation ranges another API server changed meanwhile.
+ALLOCATION_RETRIES = 32
 NAMESPACES = lookup("", "v1", "namespaces")
 PODS = lookup("", "v1", "pods")
 #: Characters Kubernetes uses for generateName suffixes (no vowels, no look-alikes).
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+class AllocationPlan(Protocol):
+    compares: list[Compare]
+    ops: list[Op]
+
+
+class Allocations(Protocol):
+    """What a kind allocates from shared ranges (Services: ``allocators.ServiceAllocations``).
+
+    ``plan(old, new)`` (create: ``old`` None; delete: ``new`` None) fills ``new`` in place and
+    answers the compares and ops that go into the object's own transaction; it runs under
+    ``lock``, with the transaction."""
+
+    lock: asyncio.Lock
+
+    async def plan(self, old: Obj | None, new: Obj | None) -> AllocationPlan: ...
 
 
 @dataclass
@@ -186,10 +208,13 @@ class Registry:
         *,
         clock: Callable[[], datetime] = _utcnow,
         watch_progress_interval: float = 5.0,
+        allocations: dict[tuple[str, str], Allocations] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.watch_progress_interval = watch_progress_interval
+        #: (group, plural) -> what writes of that kind allocate, in the same transaction.
+        self.allocations = dict(allocations or {})
         self._locks: dict[str, list[Any]] = {}
 
     # ---------------------------------------------------------------- reads
@@ -326,13 +351,45 @@ class Registry:
             kv = await self.get_kv(rt, meta.get("namespace", ""), meta["name"])
             if kv is not None:
                 raise errors.already_exists(rt.group, rt.plural, meta["name"])
+        result, obj = await self._commit(rt, key, Compare.absent(key), None, obj, opts.dry_run)
+        if result is None:
             return obj
-        result = await self._store_call(
-            self.store.txn([Compare.absent(key)], [Put(key, encode(obj))]))
-        if not result.succeeded:
+        if result is LOST:
             raise errors.already_exists(rt.group, rt.plural, meta["name"])
-        meta["resourceVersion"] = str(result.revision)
+        obj["metadata"]["resourceVersion"] = str(result.revision)
         return obj
+
+    async def _commit(self, rt: ResourceType, key: str, guard: Compare, old: Obj | None,
+                      new: Obj | None, dry_run: bool) -> tuple[Any, Obj | None]:
+        """Write ``new`` at ``key`` (None: delete it) if ``guard`` holds; (the transaction's
+        result, None for a dry run, ``LOST`` when the guard failed; the object written).
+
+        A kind with ``allocations`` writes them in the same transaction: the object and what it
+        holds commit together or not at all. When only a range moved (another API server
+        allocated), the allocation is planned again from a fresh copy of ``new``."""
+        hook = self.allocations.get((rt.group, rt.plural))
+        if hook is None:
+            if dry_run:
+                return None, new
+            op = Put(key, encode(new)) if new is not None else Delete(key)
+            result = await self._store_call(self.store.txn([guard], [op]))
+            return (result if result.succeeded else LOST), new
+        for attempt in range(ALLOCATION_RETRIES):
+            obj = json_copy(new) if new is not None else None
+            async with hook.lock:
+                plan = await hook.plan(old, obj)
+                if dry_run:
+                    return None, obj
+                op = Put(key, encode(obj)) if obj is not None else Delete(key)
+                result = await self._store_call(self.store.txn(
+                    [guard, *plan.compares], [op, *plan.ops], [Get(key)]))
+            if result.succeeded:
+                return result, obj
+            if not plan.compares or not _holds(guard, result.results[0].kvs):
+                return LOST, obj
+            await asyncio.sleep(random.uniform(0, 0.001 * 2 ** min(attempt, 6)))
+        raise errors.conflict(rt.group, rt.plural, (new or old or {}).get("metadata", {}).get(
+            "name", ""), "the allocation ranges kept changing; please try again")
 
     def _check_namespace(self, rt: ResourceType, namespace: str, meta: dict[str, Any]) -> None:
         if not rt.namespaced:
@@ -493,15 +550,15 @@ class Registry:
                 and not rt.strategy.holds_deletion(new):
             # The last finalizer is gone: the object goes away now (Kubernetes'
             # ShouldDeleteDuringUpdate; a namespace waits for its spec.finalizers too).
-            return new if opts.dry_run else await self._remove(kv, new)
-        if opts.dry_run:
-            return new
-        result = await self._store_call(self.store.txn(
-            [Compare.mod_revision(kv.key, kv.mod_revision)], [Put(kv.key, encode(new))]))
-        if not result.succeeded:
+            return new if opts.dry_run else await self._remove(rt, kv, new)
+        result, written = await self._commit(
+            rt, kv.key, Compare.mod_revision(kv.key, kv.mod_revision), old, new, opts.dry_run)
+        if result is None:
+            return written
+        if result is LOST:
             return LOST
-        meta["resourceVersion"] = str(result.revision)
-        return new
+        written["metadata"]["resourceVersion"] = str(result.revision)
+        return written
 
     # ---------------------------------------------------------------- patch
 
@@ -651,7 +708,7 @@ class Registry:
         grace = rt.strategy.graceful_delete(obj, opts.grace_period)
         lingers = bool(finalizers) or grace > 0 or rt.strategy.holds_deletion(obj)
         if not lingers:
-            removed = obj if opts.dry_run else await self._remove(kv, obj)
+            removed = obj if opts.dry_run else await self._remove(rt, kv, obj)
             return LOST if removed is LOST else (removed, True)
         if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or ()) \
                 and (meta.get("deletionGracePeriodSeconds") or 0) <= grace:
@@ -675,12 +732,14 @@ class Registry:
         nmeta["resourceVersion"] = str(result.revision)
         return new, False
 
-    async def _remove(self, kv: KeyValue, obj: Obj) -> Any:
+    async def _remove(self, rt: ResourceType, kv: KeyValue, obj: Obj) -> Any:
         """Delete the key if it is still at ``kv``: ``obj`` with the deletion's revision;
-        ``LOST`` if it moved. Its dependents are the garbage collector's business."""
-        result = await self._store_call(self.store.txn(
-            [Compare.mod_revision(kv.key, kv.mod_revision)], [Delete(kv.key)]))
-        if not result.succeeded:
+        ``LOST`` if it moved. Its dependents are the garbage collector's business; what it
+        holds in allocation ranges is released in the same transaction."""
+        stored = decode(kv) if (rt.group, rt.plural) in self.allocations else obj
+        result, _ = await self._commit(rt, kv.key, Compare.mod_revision(kv.key, kv.mod_revision),
+                                       stored, None, False)
+        if result is LOST:
             return LOST
         obj["metadata"]["resourceVersion"] = str(result.revision)
         return obj
@@ -803,6 +862,14 @@ class Registry:
 def _reset_fields(rt: ResourceType, subresource: str) -> tuple[str, ...]:
     """Top-level fields a write through this endpoint cannot own (Kubernetes' reset fields)."""
     return ("status",) if rt.strategy.has_status and subresource == "" else ()
+
+
+def _holds(guard: Compare, found: tuple[KeyValue, ...]) -> bool:
+    """Whether an equality ``guard`` on revisions holds for the key as ``found`` (a Get)."""
+    kv = found[0] if found else None
+    if guard.target is CompareTarget.CREATE:
+        return (kv.create_revision if kv else 0) == guard.value
+    return (kv.mod_revision if kv else 0) == guard.value
 
 
 def _parse_rv(text: str) -> int:

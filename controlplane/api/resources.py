@@ -12,6 +12,7 @@ from .kinds import (
     configmaps,
     deployments,
     endpoints,
+    endpointslices,
     events,
     leases,
     namespaces,
@@ -106,6 +107,9 @@ RESOURCES: tuple[ResourceType, ...] = (
                  schema="io.k8s.api.apps.v1.ReplicaSet"),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", "lease", True,
                  leases.LeaseStrategy(), schema="io.k8s.api.coordination.v1.Lease"),
+    ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice",
+                 True, endpointslices.EndpointSliceStrategy(),
+                 schema="io.k8s.api.discovery.v1.EndpointSlice"),
 )
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}

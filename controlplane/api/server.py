@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from aiohttp import web
 
@@ -24,11 +25,16 @@ from ..auth.authn import TokenAuthenticator, User, authenticate
 from ..auth.join import ca_handler, join_handler
 from ..auth.pki import ClusterPKI
 from . import discovery, errors, openapi
+from .allocators import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, ServiceAllocations
 from .handlers import AGENT_SSL, TARGET, USER, VERB, ResourceHandler, dumps
 from .metrics import ApiMetrics, InstrumentedStore
 from .registry import Registry, WriteOptions
 from .requests import MAX_BODY, Target
 from .resources import lookup
+from .strategy import Obj
+
+#: Services: what the ``kubernetes`` Service is, and whose writes allocate.
+SERVICES = lookup("", "v1", "services")
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +75,20 @@ class ApiServer:
         max_inflight: int = 400,
         max_mutating_inflight: int = 200,
         watch_progress_interval: float = 5.0,
+        service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR,
+        service_node_port_range: str = DEFAULT_NODE_PORT_RANGE,
     ) -> None:
         if pki is None and not insecure:
             raise ValueError("an API server needs the cluster PKI unless it runs --insecure")
         self.metrics = ApiMetrics()
         self.store = InstrumentedStore(store, self.metrics)
+        self.service_allocations = ServiceAllocations(
+            self.store, SERVICES.key_prefix(), cluster_ip_range=service_cluster_ip_range,
+            node_port_range=service_node_port_range)
         self.registry = Registry(self.store, clock=clock,
-                                 watch_progress_interval=watch_progress_interval)
+                                 watch_progress_interval=watch_progress_interval,
+                                 allocations={("", "services"): self.service_allocations})
+        self.port = 0
         self.pki = pki
         self.insecure = insecure
         self.tokens = tokens
@@ -125,29 +138,51 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
+        self.port = int(self._runner.addresses[0][1])
         self._seeding = asyncio.get_running_loop().create_task(self._seed(), name="seed")
         return int(self._runner.addresses[0][1])
 
     async def _seed(self) -> None:
-        """Create the namespaces every cluster has, retrying until the store answers.
+        """Create the namespaces every cluster has, then the ``kubernetes`` Service in
+        ``default`` (the first IP of the service range, port 443 to this API; its Endpoints are
+        the endpoints work's), retrying until the store answers.
 
         Idempotent (create-if-absent), so every controller does it at start.
         """
         namespaces = lookup("", "v1", "namespaces")
+        seeds: list[tuple[Any, str, Obj]] = [
+            (namespaces, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            for name in ("default", "kube-system", "kube-public", "kube-node-lease")]
+        seeds.append((SERVICES, "default", self._kubernetes_service()))
         delay = 0.1
-        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        for rt, namespace, body in seeds:
+            name = body["metadata"]["name"]
             while True:
                 try:
-                    await self.registry.create(namespaces, "", body,
+                    await self.registry.create(rt, namespace, body,
                                                WriteOptions(field_manager="corral-controller"))
                     break
                 except errors.ApiError as exc:
                     if exc.code == 409:
                         break
-                    log.warning("seeding namespace %s: %s; retrying", name, exc.message)
+                    if exc.code == 422:
+                        log.warning("cannot create the %s %s: %s", rt.kind, name, exc.message)
+                        break
+                    log.warning("seeding %s %s: %s; retrying", rt.kind, name, exc.message)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+
+    def _kubernetes_service(self) -> Obj:
+        """The ``default/kubernetes`` Service, as kube-apiserver's controller makes it."""
+        return {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "sessionAffinity": "None",
+                     "clusterIP": self.service_allocations.ips.first(),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": self.port or 6443}]},
+        }
 
     async def wait_seeded(self) -> None:
         """Return once the cluster's namespaces exist (tests and in-process users)."""

@@ -11,6 +11,7 @@ from .resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
     ENDPOINTS,
+    ENDPOINTSLICES,
     EVENTS,
     LEASES,
     NAMESPACES,
@@ -43,8 +44,8 @@ from .workqueue import ShutDown, WorkQueue
 
 __all__ = [
     "AlreadyExists", "ApiClient", "ApiError", "CONFIGMAPS", "Conflict", "DEPLOYMENTS",
-    "ENDPOINTS", "EVENTS", "Expired", "Forbidden", "FuncHandler", "Handler", "Informer",
-    "InformerFactory", "Invalid", "LEASES", "NAMESPACES", "NODES", "NotFound", "ObjectList",
+    "ENDPOINTS", "ENDPOINTSLICES", "EVENTS", "Expired", "Forbidden", "FuncHandler", "Handler",
+    "Informer", "InformerFactory", "Invalid", "LEASES", "NAMESPACES", "NODES", "NotFound", "ObjectList",
     "PERSISTENTVOLUMECLAIMS", "PERSISTENTVOLUMES", "PODS", "REPLICASETS", "Requeue", "run_controller",
     "Resource", "SECRETS", "SERVED", "SERVICEACCOUNTS", "SERVICES", "ShutDown", "Unauthorized",
     "Unavailable", "WorkQueue", "for_kind", "key_of", "run_workers",

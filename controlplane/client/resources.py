@@ -63,12 +63,13 @@ SERVICEACCOUNTS = _core("serviceaccounts", "ServiceAccount", True)
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True)
 REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet", True)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", True)
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True)
 
 #: Every resource the API server serves, in the order of its table: what the garbage collector
 #: watches and what the namespace controller empties a namespace of.
 SERVED: tuple[Resource, ...] = (
     NAMESPACES, PODS, NODES, SERVICES, ENDPOINTS, CONFIGMAPS, SECRETS, EVENTS, PERSISTENTVOLUMES,
-    PERSISTENTVOLUMECLAIMS, SERVICEACCOUNTS, DEPLOYMENTS, REPLICASETS, LEASES,
+    PERSISTENTVOLUMECLAIMS, SERVICEACCOUNTS, DEPLOYMENTS, REPLICASETS, LEASES, ENDPOINTSLICES,
 )
 _BY_GROUP_KIND = {(r.group, r.kind): r for r in SERVED}
 

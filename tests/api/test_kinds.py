@@ -63,6 +63,12 @@ VALID: dict[str, dict[str, Any]] = {
     "ServiceAccount": {"metadata": meta("builder")},
     "Lease": {"metadata": meta("node-1", "kube-node-lease"), "spec": {
         "holderIdentity": "node-1", "leaseDurationSeconds": 40}},
+    "EndpointSlice": {"metadata": meta("web-abc12", labels={"kubernetes.io/service-name": "web"}),
+                      "addressType": "IPv4",
+                      "endpoints": [{"addresses": ["10.244.1.5"], "nodeName": "n1",
+                                     "conditions": {"ready": True, "serving": True,
+                                                    "terminating": False}}],
+                      "ports": [{"name": "http", "port": 8080}]},
 }
 
 
@@ -312,6 +318,15 @@ INVALID: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
      [("spec.leaseDurationSeconds", "FieldValueInvalid"),
       ("spec.leaseTransitions", "FieldValueInvalid")]),
     ("ServiceAccount", {"metadata.name": "Builder"}, [("metadata.name", "FieldValueInvalid")]),
+    ("EndpointSlice", {"addressType": "IPX"}, [("addressType", "FieldValueNotSupported")]),
+    ("EndpointSlice", {"endpoints": [{"addresses": ["fd00::1"]}, {"addresses": []}],
+                       "ports": [{"name": "http", "port": 0}, {"name": "http", "port": 80,
+                                                              "protocol": "ICMP"}]},
+     [("endpoints[0].addresses[0]", "FieldValueInvalid"),
+      ("endpoints[1].addresses", "FieldValueRequired"),
+      ("ports[0].port", "FieldValueInvalid"),
+      ("ports[1].name", "FieldValueDuplicate"),
+      ("ports[1].protocol", "FieldValueNotSupported")]),
 ]
 
 
@@ -727,6 +742,7 @@ KUBECTL_HEADERS = {
                              "VOLUMEATTRIBUTESCLASS AGE | VOLUMEMODE",
     "ServiceAccount": "NAME SECRETS AGE |",
     "Lease": "NAME HOLDER AGE |",
+    "EndpointSlice": "NAME ADDRESSTYPE PORTS ENDPOINTS AGE |",
 }
 
 
@@ -779,6 +795,7 @@ def test_kubectl_headers(kind: str) -> None:
     ("Secret", {"type": "Opaque"}, {"Type": "Opaque", "Data": 1}),
     ("ServiceAccount", {"secrets": [{"name": "t"}]}, {"Secrets": 1}),
     ("Lease", {}, {"Holder": "node-1"}),
+    ("EndpointSlice", {}, {"AddressType": "IPv4", "Ports": "8080", "Endpoints": "10.244.1.5"}),
     ("Endpoints", {"subsets": [{"addresses": [{"ip": f"10.0.0.{i}"} for i in range(1, 5)],
                                 "ports": [{"port": 80}]}]},
      {"Endpoints": "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 1 more..."}),

@@ -562,7 +562,7 @@ async def test_discovery_aggregated_content_type(api: Api) -> None:
     assert answer.headers["Content-Type"] == \
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
     groups = {item["metadata"]["name"] for item in body["items"]}
-    assert groups == {"apps", "coordination.k8s.io"}
+    assert groups == {"apps", "coordination.k8s.io", "discovery.k8s.io"}
     status, legacy, _ = await api.call("GET", "/api/v1")
     names = {r["name"] for r in legacy["resources"]}
     assert {"pods", "pods/status", "pods/binding", "configmaps", "nodes"} <= names

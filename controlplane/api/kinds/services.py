@@ -3,8 +3,8 @@
 Flow: defaulting (``SetDefaults_Service``, and the conversion rule that keeps ``clusterIP``
 and ``clusterIPs`` in step), validation of type, ports and addresses, the update rules (an
 allocated cluster IP and node ports carry over when the client leaves them out, as the
-registry's ``patchAllocatedValues`` does, and never change), then the printer. Cluster IPs are
-not allocated here.
+registry's ``patchAllocatedValues`` does, and never change), then the printer. Cluster IPs and
+node ports are allocated by the registry (``allocators.ServiceAllocations``), not here.
 """
 
 from __future__ import annotations
