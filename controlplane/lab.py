@@ -486,7 +486,8 @@ def _up(state: LabState, progress: Callable[[str], None]) -> None:
             "--client-ca-file", str(d / CA_FILE), "--node-name", n.name, "--node-ip", n.ip,
             "--server", ",".join(state.urls), "--port", str(AGENT_PORT), "--data-dir", str(d),
             "--runtime", "docker", "--pod-network", "bridge", "--image-pull-fallback",
-            "--overlay", "--overlay-interface", overlay_ifname(n)])
+            "--overlay", "--overlay-interface", overlay_ifname(n),
+            "--service-proxy", "--cluster-dns"])
         state.save()
     if state.nodes:
         progress(f"agents started on {', '.join(n.name for n in state.nodes)}")

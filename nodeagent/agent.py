@@ -22,6 +22,11 @@ What it does, in the order ``run`` starts it:
    publishes its public key and endpoint as annotations on its Node, and keeps one peer per
    other node from a Node informer (``_run_overlay``: a loop of its own, debounced, apart from
    the pod sync).
+6. With a Service proxy (``--service-proxy``; ``corral lab``), runs it (``nodeagent.proxy``:
+   iptables rules from the Services and Endpoints) as a task of its own once the runtime (and
+   its bridge) exists. With cluster DNS (``--cluster-dns``, which needs the bridge), serves
+   DNS on the bridge's gateway (``nodeagent.dns.node.NodeDns``) before any pod starts, and
+   every sandbox's resolv.conf names it (by the pod's ``dnsPolicy``).
 
 The agent keeps no state of its own across restarts: labels on runtime objects tell which pod,
 container, attempt and spec each one is, so a restarted agent adopts what runs (nothing is
@@ -78,6 +83,7 @@ from nodeagent.runtime.base import (
     LABEL_POD_NAME,
     LABEL_POD_NAMESPACE,
     LABEL_POD_UID,
+    DNSConfig,
     Runtime,
 )
 from nodeagent.volumes import VolumeManager
@@ -101,6 +107,8 @@ OVERLAY_DEBOUNCE_SECONDS = 0.2
 #: Peers are synced this often even without Node changes (and a failed sync retried sooner).
 OVERLAY_RESYNC_SECONDS = 30.0
 OVERLAY_RETRY_SECONDS = 2.0
+#: Binding the cluster DNS server is tried this often before pods start without it.
+DNS_START_TRIES = 4
 
 
 class Overlay(Protocol):
@@ -112,6 +120,23 @@ class Overlay(Protocol):
     def annotations(self) -> dict[str, str]: ...
 
     async def sync_peers(self, nodes: list[Obj]) -> Any: ...
+
+
+class ServiceProxy(Protocol):
+    """What the agent needs of the Service proxy (``nodeagent.proxy.Proxier``): runs until
+    cancelled."""
+
+    async def run(self) -> None: ...
+
+
+class ClusterDns(Protocol):
+    """What the agent needs of the node's cluster DNS (``nodeagent.dns.node.NodeDns``)."""
+
+    async def start(self, gateway_ip: str) -> None: ...
+
+    def dns_for(self, pod: Obj) -> DNSConfig | None: ...
+
+    async def stop(self) -> None: ...
 
 
 #: Builds the runtime once the Node is registered (the Node has its podCIDR by then, when
@@ -248,9 +273,13 @@ class Agent:
     def __init__(self, client: ApiClient, config: AgentConfig,
                  runtime_factory: RuntimeFactory, *,
                  start_server: ServerStarter | None = None,
-                 overlay: Overlay | None = None) -> None:
+                 overlay: Overlay | None = None,
+                 service_proxy: ServiceProxy | None = None,
+                 cluster_dns: ClusterDns | None = None) -> None:
         self.client = client
         self.overlay = overlay
+        self.service_proxy = service_proxy
+        self.cluster_dns = cluster_dns
         self.config = config
         self._runtime_factory = runtime_factory
         self._start_server = start_server
@@ -283,6 +312,11 @@ class Agent:
             self.runtime = await self._runtime_factory(self.node)
             if self._start_server is not None:
                 await self._publish_port(await self._start_server(self.runtime))
+            if self.service_proxy is not None:
+                tasks.append(spawn(self.service_proxy.run(), name="agent service proxy"))
+            dns_started = False
+            if self.cluster_dns is not None:
+                dns_started = await self._start_dns(self.cluster_dns, self.runtime)
             lookup = ApiLookup(self.client)
             volumes = VolumeManager(self.config.data_dir / "pods", lookup)
             probes = ProbeManager(self.runtime, on_change=self._queue_uid,
@@ -292,7 +326,8 @@ class Agent:
                 lookup=lookup, volumes=volumes, probes=probes,
                 emit=self.emit, image_fallback=self.config.image_fallback,
                 container_id_prefix=self.config.container_runtime_version.split("://")[0]
-                + "://")
+                + "://",
+                dns_for=self.cluster_dns.dns_for if dns_started and self.cluster_dns else None)
             tasks.append(spawn(self.pods.run(), name="agent pods informer"))
             await self.pods.synced.wait()
             tasks.append(spawn(self._relist(), name="agent relist"))
@@ -306,6 +341,27 @@ class Agent:
             await asyncio.gather(*tasks, *self._terminating.values(), return_exceptions=True)
             if self.worker is not None:
                 await self.worker.probes.aclose()
+            if self.cluster_dns is not None:
+                await self.cluster_dns.stop()
+
+    async def _start_dns(self, dns: ClusterDns, runtime: Runtime) -> bool:
+        """Cluster DNS on the bridge's gateway (a bind failure is tried again a few times);
+        False (pods get the runtime's resolv.conf) when the runtime has no bridge or the
+        address cannot be bound."""
+        gateway = getattr(getattr(runtime, "network", None), "gateway", None)
+        if not gateway:
+            log.error("agent: cluster DNS needs Corral's bridge pod network; not started")
+            return False
+        for attempt in range(DNS_START_TRIES):
+            try:
+                await dns.start(str(gateway))
+                log.info("agent: cluster DNS on %s", gateway)
+                return True
+            except OSError as exc:
+                log.error("agent: cluster DNS not started on %s: %s", gateway, exc)
+                if attempt + 1 < DNS_START_TRIES:
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+        return False
 
     async def _register(self) -> None:
         """Create the Node, or (it exists: a restart) post its status and labels; retried

@@ -27,6 +27,7 @@ from typing import Any
 from controlplane.client import ApiClient
 from nodeagent import images
 from nodeagent.agent import Agent, AgentConfig, RuntimeFactory, default_node_name
+from nodeagent.dns.node import NodeDns
 from nodeagent.network import BridgeNetwork, PodNetworkError
 from nodeagent.network.bridge import DEFAULT_BRIDGE
 from nodeagent.network.overlay import (
@@ -37,6 +38,7 @@ from nodeagent.network.overlay import (
     OverlayNetwork,
     remove_overlay,
 )
+from nodeagent.proxy import IptablesApplier, Proxier
 from nodeagent.runtime.base import LABEL_NODE_NAME, Runtime
 from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.process import ProcessRuntime
@@ -90,7 +92,7 @@ def bridge_possible() -> bool:
 
 def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
                    cluster_cidr: str | None = None, bridge: str = DEFAULT_BRIDGE,
-                   mtu: int = 1500,
+                   mtu: int = 1500, service_proxy: bool = False,
                    progress: Callable[[str], None] = lambda _: None) -> RuntimeChoice:
     """The runtime and pod network for ``runtime``/``pod_network`` ("auto": the best that
     works here). Raises AgentSetupError for a choice this host cannot honour."""
@@ -134,7 +136,8 @@ def choose_runtime(runtime: str, pod_network: str, data_dir: Path, *,
                      f"(podCIDR {pod_cidr})")
         _save_state(data_dir, {"runtime": "docker", "node": node["metadata"]["name"],
                                "network": {"podCIDR": network.pod_cidr, "bridge": bridge,
-                                           "clusterCIDR": cluster_cidr} if network else None})
+                                           "clusterCIDR": cluster_cidr} if network else None,
+                               "serviceProxy": service_proxy})
         return DockerRuntime(client, sandbox_image=images.DEFAULT_TAG, network=network)
 
     how = f"Corral's bridge {bridge} on the node's podCIDR" if use_bridge else \
@@ -157,7 +160,8 @@ async def remove_pods_and_network(data_dir: Path) -> tuple[int, str | None]:
     ``data_dir`` made for its node (in Docker, or processes) and its bridge with the NAT rule.
     Returns how many sandboxes were removed and the bridge removed, if any. The agent must not
     be running; objects of other nodes or clusters on the same engine are left alone. The
-    overlay interface (``--overlay``), when the agent made one, is deleted too."""
+    overlay interface (``--overlay``), when the agent made one, is deleted too, and the Service
+    proxy's iptables rules (``--service-proxy``) when it ran."""
     try:
         await remove_overlay(data_dir / NETWORK_DIR)
     except OverlayError as exc:
@@ -185,6 +189,11 @@ async def remove_pods_and_network(data_dir: Path) -> tuple[int, str | None]:
         removed += 1
     for ctr in await runtime.list_containers(labels=mine):
         await runtime.remove_container(ctr.id)
+    if state.get("serviceProxy"):
+        try:
+            await IptablesApplier().teardown()
+        except PodNetworkError as exc:
+            raise AgentSetupError(f"service proxy: {exc}") from None
     if network is not None:
         await network.teardown()
     saved.unlink()
@@ -283,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--underlay-mtu", type=int, default=1500,
                    help="the MTU of the node's network; the overlay's and the Pods' is "
                    f"{OVERLAY_OVERHEAD} less with --overlay (default %(default)s)")
+    p.add_argument("--service-proxy", action="store_true",
+                   help="proxy Services on this node (kube-proxy's iptables mode; needs "
+                   "Corral's bridge pod network)")
+    p.add_argument("--cluster-dns", action="store_true",
+                   help="serve cluster DNS on the bridge's gateway (port 53) and name it in "
+                   "the Pods' resolv.conf (needs Corral's bridge pod network)")
     p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--register-with-taint", action="append", default=[],
                    metavar="KEY=VALUE:EFFECT")
@@ -330,11 +345,17 @@ async def run_agent(args: argparse.Namespace) -> None:
             raise AgentSetupError(f"--overlay: {exc}") from None
     choice = choose_runtime(args.runtime, args.pod_network, args.data_dir,
                             cluster_cidr=args.cluster_cidr, bridge=args.bridge,
-                            mtu=overlay.mtu if overlay else 1500, progress=log.warning)
+                            mtu=overlay.mtu if overlay else 1500,
+                            service_proxy=args.service_proxy, progress=log.warning)
     log.warning("runtime: %s", choice.summary)
     if overlay is not None and not choice.needs_pod_cidr:
         raise AgentSetupError("--overlay needs Corral's bridge pod network (--pod-network "
                               "bridge, root, a Docker engine)")
+    for flag, wanted in (("--service-proxy", args.service_proxy),
+                         ("--cluster-dns", args.cluster_dns)):
+        if wanted and not choice.needs_pod_cidr:
+            raise AgentSetupError(f"{flag} needs Corral's bridge pod network (--pod-network "
+                                  "bridge, root, a Docker engine)")
     config = AgentConfig(
         node_name=args.node_name, data_dir=args.data_dir, node_ip=node_ip,
         labels=parse_labels(args.node_label), taints=parse_taints(args.register_with_taint),
@@ -352,9 +373,12 @@ async def run_agent(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as exc:
         raise AgentSetupError(f"--kubeconfig: {exc}") from None
     async with client:
+        proxier = Proxier(client, IptablesApplier(), cluster_cidr=args.cluster_cidr,
+                          node_ips=[node_ip]) if args.service_proxy else None
         agent = Agent(client, config, choice.factory,
                       start_server=server_starter(tls, node_ip, args.port, servers),
-                      overlay=overlay)
+                      overlay=overlay, service_proxy=proxier,
+                      cluster_dns=NodeDns(client) if args.cluster_dns else None)
         task = asyncio.create_task(agent.run(), name="agent")
         try:
             await until_signalled(task)

@@ -62,6 +62,7 @@ from nodeagent.runtime.base import (
     ContainerState,
     ContainerStatus,
     CreateContainerError,
+    DNSConfig,
     ImagePullError,
     Mount,
     NotFound,
@@ -128,7 +129,8 @@ class PodWorker:
     def __init__(self, runtime: Runtime, *, node_name: str, host_ip: str, lookup: SourceLookup,
                  volumes: VolumeManager, probes: ProbeManager, emit: Emit,
                  image_fallback: bool = False, container_id_prefix: str = "docker://",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 dns_for: Callable[[Obj], DNSConfig | None] | None = None) -> None:
         self.runtime = runtime
         self.node_name = node_name
         self.host_ip = host_ip
@@ -139,6 +141,8 @@ class PodWorker:
         self.image_fallback = image_fallback
         self.container_id_prefix = container_id_prefix
         self.clock = clock
+        #: The resolv.conf of a pod's sandbox (cluster DNS); None: the runtime's default.
+        self.dns_for = dns_for
         self._pods: dict[str, _PodState] = {}
 
     async def observe(self, uid: str) -> Observed:
@@ -217,7 +221,9 @@ class PodWorker:
         if self._backing_off(state, SANDBOX, retry_at):
             return None
         try:
-            sandbox_id = await self.runtime.run_sandbox(sandbox_config(pod, actions.attempt))
+            dns = self.dns_for(pod) if self.dns_for is not None else None
+            sandbox_id = await self.runtime.run_sandbox(sandbox_config(pod, actions.attempt,
+                                                                       dns=dns))
         except RuntimeFailure as exc:
             message = f"Failed to create pod sandbox: {exc}"
             self._fail(state, SANDBOX, "FailedCreatePodSandBox", message, retry_at)

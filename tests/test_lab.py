@@ -11,6 +11,10 @@ Pods on different nodes reach each other by Pod IP through the overlay (issue 6)
 on the lab's bridge during such a request sees, between the nodes, only WireGuard messages and
 never the answer's payload in clear; ``lab down`` stops the nodes' detached ``corral wg`` too.
 Each lab has a unique short --name, and ``lab down`` runs at the end also when a test fails.
+
+Agents run the Service proxy and cluster DNS: from inside a pod, ``web.default.svc.cluster.local``
+resolves (the pod's resolv.conf names its node's bridge gateway) to the Service's ClusterIP, and
+requests to the ClusterIP are answered by both backends, one on each node.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, Self
 import pytest
 import yaml
 
-from controlplane.client import DEPLOYMENTS, NODES, PODS, ApiClient, ApiError
+from controlplane.client import DEPLOYMENTS, NODES, PODS, SERVICES, ApiClient, ApiError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_TIMEOUT_S = 150.0
@@ -203,7 +207,7 @@ def between_nodes(frames: list[bytes]) -> list[tuple[str, str, int, bytes]]:
     return found
 
 
-def check_cross_node_pods(name: str, directory: Path, url: str) -> None:
+def check_cross_node_pods(name: str, directory: Path, url: str) -> dict[int, str]:
     """Two pods on different nodes fetch each other's page by Pod IP; on the bridge meanwhile
     only WireGuard messages pass between the nodes and the page is never seen in clear."""
     kubeconfig = directory / "admin.kubeconfig"
@@ -239,6 +243,50 @@ def check_cross_node_pods(name: str, directory: Path, url: str) -> None:
         assert message[0] in (1, 2, 3, 4) and message[1:4] == b"\0\0\0", message[:4].hex()
         data += message[0] == 4
     assert data >= 4, f"{data} WireGuard data messages between the nodes"
+    return payload
+
+
+def check_service_and_dns(directory: Path, url: str, payload: dict[int, str]) -> None:
+    """A ClusterIP Service ``web`` over the pods x1 and x2 (one per node): from inside x1 its
+    name resolves through the node's cluster DNS to the ClusterIP, and requests to the ClusterIP
+    reach both backends (x1 through the hairpin, x2 through the overlay)."""
+    kubeconfig = directory / "admin.kubeconfig"
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"selector": {"app": "xnode"},
+                        "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}
+
+    async def create() -> str:
+        async with client(kubeconfig, url) as api:
+            made = await api.create(SERVICES, "default", service)
+        return str(made["spec"]["clusterIP"])
+
+    cluster_ip = run(create())
+    fqdn = "web.default.svc.cluster.local"
+    get = (f"printf 'GET / HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80 "
+           "| tail -n 1")
+    script = (f"cat /etc/resolv.conf; echo ==; nslookup {fqdn}; echo ==; "
+              f"for i in 1 2 3 4 5 6 7 8 9 10 11 12; do {get}; done")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 20  # the proxies' rules and the endpoints come within moments
+    while True:
+        done = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "exec", "x1", "-c",
+                               "httpd", "--", "sh", "-c", script],
+                              capture_output=True, text=True, timeout=60, check=False)
+        resolv, _, rest = done.stdout.partition("==\n")
+        lookup, _, answers = rest.partition("==\n")
+        seen = {line.strip() for line in answers.splitlines() if line.strip()}
+        resolved = cluster_ip in lookup.split("Name:", 1)[-1]
+        if resolved and {payload[1], payload[2]} <= seen:
+            break
+        assert time.monotonic() < deadline, (
+            f"ClusterIP {cluster_ip}: {done.stdout!r} {done.stderr!r}")
+        time.sleep(1)
+    nameservers = [line.split()[1] for line in resolv.splitlines()
+                   if line.startswith("nameserver")]
+    assert len(nameservers) == 1 and ipaddress.ip_address(nameservers[0]) in \
+        ipaddress.ip_network("10.244.0.0/16"), resolv
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv, resolv
+    assert seen <= {payload[1], payload[2]}, seen
 
 
 def overlay_processes(name: str) -> list[int]:
@@ -297,7 +345,8 @@ def test_lab_up_survives_leader_loss_and_down_removes_everything(
 
     # Across nodes, through the overlay: each node runs its own `corral wg <name>-wI`.
     assert len(overlay_processes(name)) == 2
-    check_cross_node_pods(name, directory, urls[f"{name}-c1"])
+    payload = check_cross_node_pods(name, directory, urls[f"{name}-c1"])
+    check_service_and_dns(directory, urls[f"{name}-c1"], payload)  # Service proxy, cluster DNS
 
     # SIGKILL the leading controller: another one answers and a new pod gets scheduled and runs.
     status = corral_lab("status", "--dir", str(directory))

@@ -173,6 +173,15 @@ class BridgeNetwork:
         await run(*self._host_ip("link", "set", "dev", self.bridge, "mtu", str(self.mtu), "up"))
         await self._set_bridge_address()
         await run(*self._host_exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"))
+        # Pod-to-Service traffic DNATed to a pod on the same bridge comes back bridged, not
+        # routed: only with bridged traffic through iptables (br_netfilter) does conntrack undo
+        # the DNAT on the reply (kubenet and kube-proxy need the same). Where the module is not
+        # loaded the key is absent: best effort, said once.
+        bridged = await run(*self._host_exec(
+            "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"), check=False)
+        if bridged.returncode != 0:
+            log.warning("network: net.bridge.bridge-nf-call-iptables not set (%s): Services "
+                        "between pods of this node need br_netfilter", bridged.stderr.strip())
         if self.masquerade:
             await self._ensure_masquerade()
         self._set_up = True
