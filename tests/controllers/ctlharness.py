@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``."""
-    for _ in range(int(timeout / 0.05)):
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
+                     what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``
+    seconds of wall time (a poll may itself take seconds: a Docker listing, a retried call)."""
+    deadline = time.monotonic() + timeout
+    while True:
         result = await check()
         if result:
             return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
         await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 @asynccontextmanager

@@ -3,6 +3,8 @@ that drives a Runtime through ``podsync`` (run on FakeRuntime and on DockerRunti
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -29,6 +31,7 @@ from nodeagent.podsync import (
 from nodeagent.runtime.base import (
     ContainerConfig,
     ContainerState,
+    ContainerStatus,
     CreateContainerError,
     ImagePullError,
     NotFound,
@@ -176,3 +179,22 @@ def base_image(docker_client: Any, tag: str, leftovers: Mapping[str, str]) -> It
             docker_client.images.remove(tag)
         except docker.errors.ImageNotFound:
             pass
+
+
+async def container_status(rt: Runtime, cid: str) -> ContainerStatus:
+    [c] = [c for c in await rt.list_containers() if c.id == cid]
+    return c
+
+
+async def wait_for(rt: Runtime, cid: str, done: Callable[[ContainerStatus], bool],
+                   timeout: float = 10) -> ContainerStatus:
+    """Container ``cid`` once ``done`` holds for it, or as it is after ``timeout`` seconds
+    (the caller asserts on what it got)."""
+    deadline = time.monotonic() + timeout
+    while not done(c := await container_status(rt, cid)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return c
+
+
+def exited(c: ContainerStatus) -> bool:
+    return c.state is ContainerState.EXITED

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from controlplane.client import EVENTS, LEASES, NODES, PODS, ApiClient, NotFound, Unavailable
+from controlplane.client import (
+    EVENTS,
+    LEASES,
+    NODES,
+    PODS,
+    ApiClient,
+    NotFound,
+    Unavailable,
+)
 from controlplane.localcluster import InProcessCluster
 from nodeagent.agent import Agent, AgentConfig, ApiLookup
 from nodeagent.runtime.base import (

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from nodeagent.runtime.base import (
 from nodeagent.runtime.docker import DockerRuntime
 from raftstore.localprocess import free_ports
 from raftstore.raft import RaftConfig
-from tests.controllers.ctlharness import running
+from tests.controllers.ctlharness import eventually, running
 from tests.nodeagent.runtimekit import base_image, remove_labelled
 
 log = logging.getLogger(__name__)
@@ -54,21 +54,6 @@ NAMESPACE = f"agent-docker-{RUN}"
 OUTAGE_SECONDS = 60.0
 
 Obj = dict[str, Any]
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0,
-                     what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something true, and return that; fail after ``timeout``
-    seconds of wall time. (ctlharness's counts polls, and here one poll can take seconds: a
-    Docker listing, an API call retried while the control plane comes back.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:g} s")
-        await asyncio.sleep(0.1)
 
 
 # -- Docker -------------------------------------------------------------------------------------

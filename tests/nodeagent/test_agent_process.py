@@ -113,7 +113,8 @@ async def _logs(cluster: InProcessCluster, name: str) -> str:
 
 
 def _exec(kubeconfig: Path, name: str, command: list[str]) -> str:
-    from kubernetes import client as k8s, config as k8s_config
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
     from kubernetes.stream import stream
 
     api = k8s.CoreV1Api(k8s_config.new_client_from_config(str(kubeconfig)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,12 @@ import pytest
 from runtimekit import (
     MiniAgent,
     base_image,
+    exited,
     lifecycle_contract,
     make_pod,
     state,
     statuses,
+    wait_for,
 )
 
 from nodeagent.runtime.base import (
@@ -32,7 +34,6 @@ from nodeagent.runtime.base import (
     STDOUT,
     ContainerConfig,
     ContainerState,
-    ContainerStatus,
     CreateContainerError,
     ExecSession,
     ImagePullError,
@@ -103,18 +104,6 @@ def ctr(name: str, image: str, labels: dict[str, str], *command: str, **kw: Any
     return ContainerConfig(name, image, command=command, labels=labels, **kw)
 
 
-async def wait_for(rt: DockerRuntime, cid: str, done: Callable[[ContainerStatus], bool],
-                   timeout: float = 10) -> ContainerStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        [c] = [c for c in await rt.list_containers() if c.id == cid]
-        if done(c) or time.monotonic() > deadline:
-            return c
-        await asyncio.sleep(0.1)
-
-
-def exited(c: ContainerStatus) -> bool:
-    return c.state is ContainerState.EXITED
 
 
 def logs(docker_client: Any, cid: str) -> str:

@@ -200,10 +200,11 @@ async def test_sync_peers_applies_only_the_difference(
 
 
 async def test_a_live_socket_of_another_namespace_is_refused(
-        device: tuple[RecordingDevice, Path], tmp_path: Path) -> None:
+        device: tuple[RecordingDevice, Path], tmp_path: Path,
+        require: Callable[[str], None]) -> None:
     """The socket answers but no link ``ovl0`` exists here: it is another namespace's."""
     if shutil.which("ip") is None:
-        pytest.skip("iproute2 is not installed")
+        require("iproute2")
     _, socket_dir = device
     ovl = OverlayNetwork("me", "198.18.1.10", tmp_path, ifname="ovl0", socket_dir=socket_dir)
     with pytest.raises(OverlayError, match="another network namespace"):

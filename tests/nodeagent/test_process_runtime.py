@@ -15,19 +15,27 @@ import os
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runtimekit import MiniAgent, lifecycle_contract, make_pod, state, statuses
+from runtimekit import (
+    MiniAgent,
+    container_status,
+    exited,
+    lifecycle_contract,
+    make_pod,
+    state,
+    statuses,
+    wait_for,
+)
 
 from nodeagent.runtime.base import (
     STDERR,
     STDOUT,
     ContainerConfig,
     ContainerState,
-    ContainerStatus,
     CreateContainerError,
     ExecSession,
     LogOptions,
@@ -76,21 +84,8 @@ async def started(rt: ProcessRuntime, sid: str, *command: str, **kw: Any) -> str
     return cid
 
 
-async def status(rt: ProcessRuntime, cid: str) -> ContainerStatus:
-    [c] = [c for c in await rt.list_containers() if c.id == cid]
-    return c
 
 
-async def wait_for(rt: ProcessRuntime, cid: str, done: Callable[[ContainerStatus], bool],
-                   timeout: float = 10) -> ContainerStatus:
-    deadline = time.monotonic() + timeout
-    while not done(c := await status(rt, cid)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return c
-
-
-def exited(c: ContainerStatus) -> bool:
-    return c.state is ContainerState.EXITED
 
 
 async def logs(rt: ProcessRuntime, cid: str, **options: Any) -> bytes:
@@ -140,7 +135,7 @@ async def test_exits_reasons_config_and_start_errors(rt: ProcessRuntime,
         env=(("V", "hello"),), working_dir=str(tmp_path)))
     await rt.start_container(env)
     await wait_logged(rt, up, b"hi\n")
-    c = await status(rt, up)
+    c = await container_status(rt, up)
     assert c.state is ContainerState.RUNNING and c.finished_at is None and c.started_at
     c = await wait_for(rt, bad, exited)
     assert (c.exit_code, c.reason) == (3, "Error")
@@ -158,7 +153,7 @@ async def test_exits_reasons_config_and_start_errors(rt: ProcessRuntime,
     with pytest.raises(CreateContainerError,
                        match=r'exec: "nope-x1": executable file not found in \$PATH'):
         await rt.start_container(missing)
-    c = await status(rt, missing)
+    c = await container_status(rt, missing)
     assert c.state is ContainerState.CREATED and "executable file not found" in c.message
     nofile = await rt.create_container(sid, ContainerConfig("f", IMAGE, command=("/no/such",)))
     with pytest.raises(CreateContainerError, match="no such file or directory"):
@@ -180,14 +175,14 @@ async def test_stop_kills_after_the_timeout(rt: ProcessRuntime) -> None:
     began = time.monotonic()
     await rt.stop_container(cid, timeout=1)
     took = time.monotonic() - began
-    c = await status(rt, cid)
+    c = await container_status(rt, cid)
     assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 137, "Error")
     assert 1 <= took < 3, took
     assert b"TERM" in await logs(rt, cid)  # it got SIGTERM first
 
     polite = await started(rt, sid, "sleep", "30")
     await rt.stop_container(polite, timeout=5)  # SIGTERM is enough
-    assert (await status(rt, polite)).exit_code == 128 + signal.SIGTERM
+    assert (await container_status(rt, polite)).exit_code == 128 + signal.SIGTERM
 
 
 async def test_what_a_container_leaves_behind_is_killed_when_it_exits(
@@ -309,7 +304,7 @@ async def test_fresh_runtime_adopts_what_runs(rt: ProcessRuntime, tmp_path: Path
     assert (c.id, c.state) == (cid, ContainerState.RUNNING)
     assert await logs(again, cid) == b"up\n"
     await again.stop_container(cid, 0)
-    c = await status(rt, cid)
+    c = await container_status(rt, cid)
     assert (c.state, c.exit_code) == (ContainerState.EXITED, 137)
     await again.remove_container(cid)
     with pytest.raises(NotFound):
@@ -327,7 +322,7 @@ async def test_lost_supervisor_is_unknown_and_stop_settles_it(rt: ProcessRuntime
     c = await wait_for(rt, cid, lambda c: c.state is ContainerState.UNKNOWN)
     assert c.state is ContainerState.UNKNOWN and "lost" in c.message
     await rt.stop_container(cid, 30)
-    c = await status(rt, cid)
+    c = await container_status(rt, cid)
     assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 255, "Error")
 
     # a pid that now belongs to another process is not ours
@@ -336,9 +331,9 @@ async def test_lost_supervisor_is_unknown_and_stop_settles_it(rt: ProcessRuntime
     recorded = json.loads(state_file.read_text())
     reused = {**recorded, "pid": os.getpid(), "supervisor": os.getpid()}
     state_file.write_text(json.dumps(reused))
-    assert (await status(rt, cid)).state is ContainerState.UNKNOWN
+    assert (await container_status(rt, cid)).state is ContainerState.UNKNOWN
     state_file.write_text(json.dumps(recorded))
-    assert (await status(rt, cid)).state is ContainerState.RUNNING
+    assert (await container_status(rt, cid)).state is ContainerState.RUNNING
 
 
 async def test_mini_agent_runs_pods_for_real(rt: ProcessRuntime, tmp_path: Path) -> None:

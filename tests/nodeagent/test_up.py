@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from raftstore.localprocess import free_ports
 from tests.api.harness import KUBECTL, Kubectl
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow, pytest.mark.kubectl]
@@ -39,12 +39,6 @@ BRIDGE = "corralt0"
 CLUSTER_CIDR = "10.251.0.0/16"
 READY_LINE = ": Ready"
 START_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Up:
@@ -119,8 +113,9 @@ def up(tmp_path_factory: pytest.TempPathFactory, require: Callable[[str], None])
     except images.BaseImageError:
         require("docker")
     data_dir = tmp_path_factory.mktemp("up") / "data"
-    args = ["--data-dir", str(data_dir), "--listen-api", f"127.0.0.1:{free_port()}",
-            "--listen-peer", f"127.0.0.1:{free_port()}", "--runtime", "docker",
+    api_port, peer_port = free_ports(2)
+    args = ["--data-dir", str(data_dir), "--listen-api", f"127.0.0.1:{api_port}",
+            "--listen-peer", f"127.0.0.1:{peer_port}", "--runtime", "docker",
             "--pod-network", "bridge", "--cluster-cidr", CLUSTER_CIDR, "--bridge", BRIDGE,
             "--node-name", "up-node"]
     cluster = Up(data_dir, args, str(tmp_path_factory.mktemp("kubecache")))
@@ -251,7 +246,8 @@ def test_deleted_and_evicted_pods_are_replaced(up: Up, ns: str) -> None:
     up.kubectl("delete", "pod", "-n", ns, victim, "--wait=false")
     after_delete = wait_for(lambda: _replaced(up, ns, {victim}), timeout=60)
     evictee = sorted(after_delete)[0]
-    from kubernetes import client as k8s, config as k8s_config
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
 
     api = k8s.CoreV1Api(k8s_config.new_client_from_config(up.kubectl.kubeconfig))
     api.create_namespaced_pod_eviction(evictee, ns, k8s.V1Eviction(
@@ -307,7 +303,8 @@ def test_exec_from_kubectl_and_the_python_client(up: Up, ns: str) -> None:
     piped = up.kubectl("exec", "-i", "-n", ns, "shell", "--", "cat", stdin="through stdin\n")
     assert piped.stdout == "through stdin\n"
 
-    from kubernetes import client as k8s, config as k8s_config
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
     from kubernetes.stream import stream
 
     api = k8s.CoreV1Api(k8s_config.new_client_from_config(up.kubectl.kubeconfig))
