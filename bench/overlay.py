@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil
-from benchkit import interrupt, machine_busy
+from benchkit import clean_up, interrupt, machine_busy
 
 from overlay.uapi import serving_pid
 
@@ -459,14 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         print("overlay: interrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
-        t0 = time.monotonic()
-        try:
-            line = bed.close()
-        except Exception as exc:  # noqa: BLE001
-            line = f"failed: {exc}"
-        shutil.rmtree(workdir, ignore_errors=True)
-        print(f"cleanup ({time.monotonic() - t0:.1f} s): {line}; {workdir} removed",
-              file=sys.stderr)
+        clean_up(bed.close, workdir)
     return 1 if failed else 0
 
 

@@ -35,12 +35,18 @@ from raftstore.member import (
 from raftstore.raft import ConfigError, RaftConfig, RaftStore, split_hostport
 from raftstore.store import Store
 
-from .api.allocators import DEFAULT_NODE_PORT_RANGE, DEFAULT_SERVICE_CIDR, IPRange, PortRange
+from .api.allocators import (
+    DEFAULT_NODE_PORT_RANGE,
+    DEFAULT_SERVICE_CIDR,
+    IPRange,
+    PortRange,
+)
 from .api.server import ApiServer
 from .auth.kubeconfig import write_kubeconfig
 from .auth.pki import JOIN_TOKEN_FILE, ClusterPKI, PKIError, write_atomic
-from .client import ApiClient, InformerFactory
+from .client import ApiClient, ApiError, InformerFactory
 from .client.tasks import spawn
+from .controllers.apiserverendpoints import ApiServerEndpoints, advertise_address
 from .controllers.deployment import DeploymentController
 from .controllers.endpoints import EndpointsController
 from .controllers.endpointslice import EndpointSliceController
@@ -64,8 +70,15 @@ from .controllers.nodelifecycle import (
 from .controllers.replicaset import ReplicaSetController
 from .controllers.scheduler import Scheduler
 from .controllers.serviceaccount import ServiceAccountController
+from .controllers.servicelb import IPPool, ServiceLBController
 
 log = logging.getLogger(__name__)
+
+#: The in-cluster names of the API (the kubernetes Service's), in every serving certificate.
+KUBERNETES_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local")
+#: How long a stopping controller tries to take itself out of the kubernetes Endpoints.
+WITHDRAW_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -81,6 +94,9 @@ class ControllerConfig:
     kubeconfig: Path | None = None
     #: Host names and addresses clients use to reach this controller (certificate SANs).
     tls_sans: list[str] = field(default_factory=list)
+    #: Where pods reach this API server (the kubernetes Service's endpoint); None: the listen
+    #: address when it is a specific non-loopback IP, else not published.
+    advertise_address: str | None = None
     insecure: bool = False
     watch_progress_interval: float = 5.0
     #: The pods' network: node IPAM gives each Node a /node_cidr_mask_size of it ("": none).
@@ -95,6 +111,8 @@ class ControllerConfig:
     #: Where Services get their cluster IPs and node ports (kube-apiserver's flags).
     service_cluster_ip_range: str = DEFAULT_SERVICE_CIDR
     service_node_port_range: str = DEFAULT_NODE_PORT_RANGE
+    #: Where LoadBalancer Services get their external IPs ("": none, they stay pending).
+    load_balancer_ip_pool: str = ""
 
 
 class Controller:
@@ -109,6 +127,7 @@ class Controller:
         self._client: ApiClient | None = None
         self._resources = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        self._endpoints: ApiServerEndpoints | None = None
 
     @property
     def url(self) -> str:
@@ -129,7 +148,9 @@ class Controller:
                                 service_node_port_range=config.service_node_port_range)
         ssl_context = None
         if self.pki is not None:
-            cert, key = self.pki.issue_server_cert(host, [host, *config.tls_sans])
+            # Also the names and ClusterIP in-cluster clients use (kube-apiserver's defaults).
+            in_cluster = [IPRange(config.service_cluster_ip_range).first(), *KUBERNETES_NAMES]
+            cert, key = self.pki.issue_server_cert(host, [host, *config.tls_sans, *in_cluster])
             ssl_context = self.pki.server_ssl_context(cert, key)
         try:
             self.port = await self.server.start(host, port, ssl_context)
@@ -167,8 +188,18 @@ class Controller:
             self.server.metrics.leader.labels("corral-controller").set_function(
                 lambda: float(manager.leading))
         self._tasks.append(spawn(manager.run(), name="controller manager"))
+        address = advertise_address(split_hostport(config.listen_api, "--listen-api")[0],
+                                    config.advertise_address)
+        if address is not None:
+            self._endpoints = ApiServerEndpoints(client, address, self.port)
+            self._tasks.append(spawn(self._endpoints.run(), name="kubernetes endpoints"))
 
     async def stop(self) -> None:
+        if self._endpoints is not None:
+            try:  # leave the kubernetes Service's endpoints; best effort without a quorum
+                await asyncio.wait_for(self._endpoints.withdraw(), WITHDRAW_TIMEOUT_S)
+            except (ApiError, TimeoutError) as exc:
+                log.info("kubernetes endpoints not withdrawn: %s", exc)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -185,7 +216,10 @@ def leader_loops(client: ApiClient, config: ControllerConfig) -> list[Loop]:
     ipam = [Loop("nodeipam", lambda: NodeIpamController(
         client, cluster_cidr=config.cluster_cidr, node_mask=config.node_cidr_mask_size,
         informers=informers).run())] if config.cluster_cidr else []
-    return ipam + [
+    servicelb = [Loop("servicelb", lambda: ServiceLBController(
+        client, pool=IPPool(config.load_balancer_ip_pool), informers=informers).run())] \
+        if config.load_balancer_ip_pool else []
+    return ipam + servicelb + [
         Loop("scheduler", lambda: Scheduler(client, informers=informers).run()),
         Loop("replicaset", lambda: ReplicaSetController(client, informers=informers).run()),
         Loop("deployment", lambda: DeploymentController(client, informers=informers).run()),
@@ -240,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write an admin kubeconfig (default DATA_DIR/admin.kubeconfig)")
     p.add_argument("--tls-san", action="append", default=[], metavar="HOST",
                    help="another name or address clients reach this controller by")
+    p.add_argument("--advertise-address", default=None, metavar="IP",
+                   help="the address pods reach this API at, published as an endpoint of the "
+                   "kubernetes Service (default: the --listen-api host when it is a specific "
+                   "non-loopback IP)")
     p.add_argument("--insecure", action="store_true",
                    help="DEVELOPMENT ONLY: plain HTTP and no authentication")
     p.add_argument("--watch-progress-interval", type=float, default=5.0, metavar="SECONDS",
@@ -266,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-node-port-range", default=DEFAULT_NODE_PORT_RANGE,
                    metavar="BASE-MAX", help="the ports NodePort and LoadBalancer Services get "
                    "their node ports from (default %(default)s)")
+    p.add_argument("--load-balancer-ip-pool", default="", metavar="CIDR|FIRST-LAST,...",
+                   help="the IPv4 addresses LoadBalancer Services get their external IP from, "
+                   "announced by the nodes' agents (--service-proxy) on their network; a "
+                   "CIDR's network and broadcast addresses are left out (default: none, "
+                   "LoadBalancer Services stay pending)")
     return p
 
 
@@ -290,6 +333,11 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
     except ValueError as exc:
         raise ConfigError(f"--service-cluster-ip-range/--service-node-port-range: {exc}") \
             from None
+    if args.load_balancer_ip_pool:
+        try:
+            IPPool(args.load_balancer_ip_pool)
+        except ValueError as exc:
+            raise ConfigError(f"--load-balancer-ip-pool: {exc}") from None
     if not etcd and args.secret_file is None and not os.environ.get(SECRET_ENV):
         args.secret_file = ensure_raft_secret(data_dir)
     return ControllerConfig(
@@ -299,6 +347,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         pki_dir=args.pki_dir or (data_dir / "pki" if data_dir else None),
         kubeconfig=args.kubeconfig or (data_dir / "admin.kubeconfig" if data_dir else None),
         tls_sans=args.tls_san,
+        advertise_address=args.advertise_address,
         insecure=args.insecure,
         watch_progress_interval=args.watch_progress_interval,
         cluster_cidr=args.cluster_cidr,
@@ -308,6 +357,7 @@ def config_from_args(args: argparse.Namespace) -> ControllerConfig:
         event_ttl=args.event_ttl,
         service_cluster_ip_range=args.service_cluster_ip_range,
         service_node_port_range=args.service_node_port_range,
+        load_balancer_ip_pool=args.load_balancer_ip_pool,
     )
 
 

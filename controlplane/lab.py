@@ -24,7 +24,9 @@ and waits until every node is Ready. Processes run detached (their own session, 
 ``<dir>/<host>.log``) and outlive ``lab up``.
 
 ``lab status`` tells, from the state file, which processes live, which controller leads (its
-``/metrics``) and which nodes are Ready.
+``/metrics``) and which nodes are Ready. ``lab kill HOST`` signals a host's process (SIGKILL, or
+TERM/STOP/CONT) and ``lab start HOST`` starts a dead one again with the same command line
+(``host_args``: same data dir and addresses), for failover and chaos runs.
 
 ``lab down`` works from the state file and, when that is gone, from the naming convention
 alone (namespaces and links named ``<name>-c<I>``/``<name>-n<I>``, the bridge ``crl-<name>``, pod
@@ -98,10 +100,18 @@ NAME_RE = re.compile(r"[a-z]([a-z0-9-]{0,9}[a-z0-9])?")
 #: Inside every host namespace.
 HOST_IFNAME = "eth0"
 STATE_FILE = "state.json"
+SECRET_FILE = "raft-secret"
 KUBECONFIG_FILE = "admin.kubeconfig"
 CONTROLLER_READY_TIMEOUT_S = 60.0
 NODES_READY_TIMEOUT_S = 120.0
 JOIN_TIMEOUT_S = 60.0
+#: Services' ClusterIPs (the controllers' default) and the LoadBalancer pool: inside SUBNET,
+#: so every namespace on the bridge reaches an announced address on-link.
+DEFAULT_SERVICE_RANGE = "10.96.0.0/12"
+DEFAULT_LB_POOL = "198.19.255.0/24"
+#: The signals ``lab kill`` sends: as Chaos Mesh's and Pumba's kill, stop and continue.
+SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "STOP": signal.SIGSTOP,
+           "CONT": signal.SIGCONT}
 #: How long ``down`` waits after SIGTERM before SIGKILL.
 STOP_GRACE_S = 10.0
 POLL_S = 0.25
@@ -175,6 +185,8 @@ class LabState:
     dir: str
     controllers: list[Host] = field(default_factory=list)
     nodes: list[Host] = field(default_factory=list)
+    service_cluster_ip_range: str = DEFAULT_SERVICE_RANGE
+    load_balancer_ip_pool: str = DEFAULT_LB_POOL
 
     @property
     def path(self) -> Path:
@@ -188,6 +200,14 @@ class LabState:
     def urls(self) -> list[str]:
         return [c.url for c in self.controllers]
 
+    def host(self, name: str) -> Host:
+        """The host called ``name`` (``<lab>-c1`` or just ``c1``); LabError if none."""
+        for h in self.hosts:
+            if name in (h.name, h.short):
+                return h
+        raise LabError(f"lab {self.name} has no host {name!r} "
+                       f"(it has {', '.join(h.name for h in self.hosts)})")
+
     def save(self) -> None:
         write_atomic(self.path / STATE_FILE, json.dumps(asdict(self), indent=1).encode(),
                      MODE_SECRET)
@@ -200,7 +220,10 @@ class LabState:
             raw = json.loads(path.read_text())
             return cls(name=raw["name"], dir=raw["dir"],
                        controllers=[Host(**h) for h in raw["controllers"]],
-                       nodes=[Host(**h) for h in raw["nodes"]])
+                       nodes=[Host(**h) for h in raw["nodes"]],
+                       service_cluster_ip_range=raw.get("service_cluster_ip_range",
+                                                        DEFAULT_SERVICE_RANGE),
+                       load_balancer_ip_pool=raw.get("load_balancer_ip_pool", DEFAULT_LB_POOL))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -435,11 +458,17 @@ def up(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
         raise LabError(f"--controllers must be 1..{MAX_CONTROLLERS}")
     if not 0 <= args.nodes <= MAX_NODES:
         raise LabError(f"--nodes must be 0..{MAX_NODES}")
+    try:
+        ipaddress.ip_network(args.service_cluster_ip_range)
+    except ValueError as exc:
+        raise LabError(f"--service-cluster-ip-range: {exc}") from None
     _preflight()
     directory: Path = args.dir.resolve()
     _refuse_existing(name, directory)
     directory.mkdir(mode=MODE_DIR, parents=True, exist_ok=True)
     state = plan(name, directory, args.controllers, args.nodes)
+    state.service_cluster_ip_range = args.service_cluster_ip_range
+    state.load_balancer_ip_pool = args.load_balancer_ip_pool
     state.save()  # first: from here on, `lab down` knows what to undo
     try:
         _up(state, progress)
@@ -459,17 +488,10 @@ def _up(state: LabState, progress: Callable[[str], None]) -> None:
              f"{len(state.hosts)} hosts (namespaces {name}-c*, {name}-n*)")
 
     pki = ClusterPKI.create(directory / "pki")
-    secret = directory / "raft-secret"
-    write_atomic(secret, secrets.token_hex(16).encode())
+    write_atomic(directory / SECRET_FILE, secrets.token_hex(16).encode())
     processes: dict[str, subprocess.Popen[bytes]] = {}
     for c in state.controllers:
-        peers = ",".join(f"{o.ip}:{PEER_PORT}" for o in state.controllers if o is not c)
-        processes[c.name] = spawn(c, directory / f"{c.short}.log", [
-            "controller", "--listen-peer", f"{c.ip}:{PEER_PORT}", "--peers", peers,
-            "--listen-api", f"{c.ip}:{API_PORT}", "--tls-san", c.ip,
-            "--data-dir", str(directory / c.short), "--secret-file", str(secret),
-            "--pki-dir", str(directory / "pki")])
-        state.save()
+        processes[c.name] = start_host(state, c)
     context = pki.client_ssl_context(pki.admin_cert_pem, pki.admin_key_pem)
     for c in state.controllers:
         _wait_controller(c, processes[c.name], context, directory)
@@ -478,21 +500,41 @@ def _up(state: LabState, progress: Callable[[str], None]) -> None:
 
     _join_nodes(state, pki)
     for n in state.nodes:
-        d = directory / n.short
-        processes[n.name] = spawn(n, directory / f"{n.short}.log", [
-            "agent", "--kubeconfig", str(d / NODE_KUBECONFIG),
-            "--tls-cert-file", str(d / SERVING_CERT),
-            "--tls-private-key-file", str(d / SERVING_KEY),
-            "--client-ca-file", str(d / CA_FILE), "--node-name", n.name, "--node-ip", n.ip,
-            "--server", ",".join(state.urls), "--port", str(AGENT_PORT), "--data-dir", str(d),
-            "--runtime", "docker", "--pod-network", "bridge", "--image-pull-fallback",
-            "--overlay", "--overlay-interface", overlay_ifname(n),
-            "--service-proxy", "--cluster-dns"])
-        state.save()
+        processes[n.name] = start_host(state, n)
     if state.nodes:
         progress(f"agents started on {', '.join(n.name for n in state.nodes)}")
         asyncio.run(_wait_nodes(state, processes, context, progress))
     _print_ready(state, kubeconfig)
+
+
+def host_args(state: LabState, host: Host) -> list[str]:
+    """The ``corral`` command line of a host's process: the same at every (re)start."""
+    directory = state.path
+    if host.role == "controller":
+        peers = ",".join(f"{o.ip}:{PEER_PORT}" for o in state.controllers if o is not host)
+        return ["controller", "--listen-peer", f"{host.ip}:{PEER_PORT}", "--peers", peers,
+                "--listen-api", f"{host.ip}:{API_PORT}", "--tls-san", host.ip,
+                "--data-dir", str(directory / host.short),
+                "--secret-file", str(directory / SECRET_FILE),
+                "--pki-dir", str(directory / "pki"),
+                "--service-cluster-ip-range", state.service_cluster_ip_range,
+                "--load-balancer-ip-pool", state.load_balancer_ip_pool]
+    d = directory / host.short
+    return ["agent", "--kubeconfig", str(d / NODE_KUBECONFIG),
+            "--tls-cert-file", str(d / SERVING_CERT),
+            "--tls-private-key-file", str(d / SERVING_KEY),
+            "--client-ca-file", str(d / CA_FILE), "--node-name", host.name, "--node-ip", host.ip,
+            "--server", ",".join(state.urls), "--port", str(AGENT_PORT), "--data-dir", str(d),
+            "--runtime", "docker", "--pod-network", "bridge", "--image-pull-fallback",
+            "--overlay", "--overlay-interface", overlay_ifname(host),
+            "--service-proxy", "--cluster-dns"]
+
+
+def start_host(state: LabState, host: Host) -> subprocess.Popen[bytes]:
+    """Start a host's process (again) and record it in the state file."""
+    process = spawn(host, state.path / f"{host.short}.log", host_args(state, host))
+    state.save()
+    return process
 
 
 def _wait_controller(c: Host, process: subprocess.Popen[bytes], context: ssl.SSLContext,
@@ -577,11 +619,16 @@ def _print_ready(state: LabState, kubeconfig: Path) -> None:
 
 # -- lab status --------------------------------------------------------------------------------
 
-def status(args: argparse.Namespace) -> None:
-    directory: Path = args.dir.resolve()
+def _recorded(directory: Path) -> LabState:
     state = LabState.load(directory)
     if state is None:
         raise LabError(f"no lab recorded in {directory} (no {STATE_FILE})")
+    return state
+
+
+def status(args: argparse.Namespace) -> None:
+    directory: Path = args.dir.resolve()
+    state = _recorded(directory)
     try:
         context: ssl.SSLContext | None = admin_ssl(directory)
     except PKIError:
@@ -605,6 +652,34 @@ def status(args: argparse.Namespace) -> None:
                          "Ready" if readiness.get(h.name) else "NotReady")
         out.append("  " + " ".join(words).rstrip())
     sys.stdout.write("\n".join(out) + "\n")
+
+
+# -- lab kill, lab start -----------------------------------------------------------------------
+
+def kill(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
+    """Send a signal to hosts' processes (KILL: a crash; STOP/CONT: a pause); the state file
+    keeps them, so ``lab start`` brings a killed one back as it was."""
+    state = _recorded(args.dir.resolve())
+    hosts = [state.host(h) for h in args.hosts]
+    for h in hosts:
+        if not alive(h):
+            raise LabError(f"{h.name} is not running")
+    for h in hosts:
+        os.kill(h.pid, SIGNALS[args.signal])
+        progress(f"{h.name}: SIG{args.signal} sent to pid {h.pid}")
+
+
+def start(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
+    """Start hosts whose process is dead, with the command line they had (same data dir, same
+    addresses): a restarted controller rejoins its peers, a restarted agent adopts its pods."""
+    state = _recorded(args.dir.resolve())
+    hosts = [state.host(h) for h in args.hosts]
+    running = [h.name for h in hosts if alive(h)]
+    if running:
+        raise LabError(f"{', '.join(running)} running already")
+    for h in hosts:
+        start_host(state, h)
+        progress(f"{h.name}: started, pid {h.pid}")
 
 
 # -- lab down ----------------------------------------------------------------------------------
@@ -702,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="corral lab",
         description="A multi-host lab on this machine (root): each controller and node agent "
         f"in its own network namespace on {SUBNET}.")
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="{up,status,down}")
+    verbs = p.add_subparsers(dest="verb", required=True,
+                             metavar="{up,status,kill,start,down}")
 
     def common(v: argparse.ArgumentParser) -> None:
         v.add_argument("--dir", type=Path, default=DEFAULT_DIR,
@@ -714,9 +790,21 @@ def build_parser() -> argparse.ArgumentParser:
     u = verbs.add_parser("up", help="make the lab and wait until every node is Ready")
     u.add_argument("--controllers", type=int, default=3)
     u.add_argument("--nodes", type=int, default=2)
+    u.add_argument("--service-cluster-ip-range", default=DEFAULT_SERVICE_RANGE, metavar="CIDR",
+                   help="the Services' ClusterIPs (default %(default)s)")
+    u.add_argument("--load-balancer-ip-pool", default=DEFAULT_LB_POOL, metavar="CIDR",
+                   help="LoadBalancer Services' external IPs, announced on the lab bridge "
+                   "(default %(default)s)")
     common(u)
     s = verbs.add_parser("status", help="processes, the leader, nodes Ready")
     s.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    k = verbs.add_parser("kill", help="signal hosts' processes (default SIGKILL)")
+    k.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    k.add_argument("--signal", choices=sorted(SIGNALS), default="KILL")
+    k.add_argument("hosts", nargs="+", metavar="HOST", help="e.g. lab-c1 or c1")
+    r = verbs.add_parser("start", help="start killed hosts again, as they were")
+    r.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    r.add_argument("hosts", nargs="+", metavar="HOST")
     d = verbs.add_parser("down", help="remove everything the lab made (also after a crash)")
     common(d)
     d.add_argument("--keep", action="store_true", help="keep the directory (logs, state)")
@@ -733,6 +821,10 @@ def main(argv: list[str] | None = None) -> int:
             up(args, progress)
         elif args.verb == "status":
             status(args)
+        elif args.verb == "kill":
+            kill(args, progress)
+        elif args.verb == "start":
+            start(args, progress)
         else:
             down(args, progress)
     except (LabError, PKIError, OSError) as exc:

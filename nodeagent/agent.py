@@ -24,7 +24,9 @@ What it does, in the order ``run`` starts it:
    the pod sync).
 6. With a Service proxy (``--service-proxy``; ``corral lab``), runs it (``nodeagent.proxy``:
    iptables rules from the Services and Endpoints) as a task of its own once the runtime (and
-   its bridge) exists. With cluster DNS (``--cluster-dns``, which needs the bridge), serves
+   its bridge) exists, and beside it the LoadBalancer IP announcer
+   (``nodeagent.proxy.announce``: the IPs this node is elected for, held and announced on its
+   network). With cluster DNS (``--cluster-dns``, which needs the bridge), serves
    DNS on the bridge's gateway (``nodeagent.dns.node.NodeDns``) before any pod starts, and
    every sandbox's resolv.conf names it (by the pod's ``dnsPolicy``).
 
@@ -54,12 +56,14 @@ from controlplane.client import (
     NODES,
     PODS,
     SECRETS,
+    SERVICES,
     AlreadyExists,
     ApiClient,
     ApiError,
     Conflict,
     FuncHandler,
     Informer,
+    InformerFactory,
     NotFound,
     Requeue,
     Unavailable,
@@ -275,10 +279,17 @@ class Agent:
                  start_server: ServerStarter | None = None,
                  overlay: Overlay | None = None,
                  service_proxy: ServiceProxy | None = None,
-                 cluster_dns: ClusterDns | None = None) -> None:
+                 lb_announcer: ServiceProxy | None = None,
+                 cluster_dns: ClusterDns | None = None,
+                 informers: InformerFactory | None = None) -> None:
         self.client = client
+        #: Cluster-wide informers shared with the proxy, the announcer and DNS: one watch per
+        #: resource per node. Services are always watched, for the containers' variables.
+        self.informers = informers or InformerFactory(client)
+        self.services = self.informers.informer(SERVICES)
         self.overlay = overlay
         self.service_proxy = service_proxy
+        self.lb_announcer = lb_announcer
         self.cluster_dns = cluster_dns
         self.config = config
         self._runtime_factory = runtime_factory
@@ -314,9 +325,15 @@ class Agent:
                 await self._publish_port(await self._start_server(self.runtime))
             if self.service_proxy is not None:
                 tasks.append(spawn(self.service_proxy.run(), name="agent service proxy"))
+            if self.lb_announcer is not None:
+                tasks.append(spawn(self.lb_announcer.run(), name="agent LoadBalancer announcer"))
             dns_started = False
             if self.cluster_dns is not None:
                 dns_started = await self._start_dns(self.cluster_dns, self.runtime)
+            # As the kubelet: no container starts before the Services were read once, so
+            # every container gets its Service variables.
+            tasks.append(spawn(self.services.run(), name="agent services informer"))
+            await self.services.synced.wait()
             lookup = ApiLookup(self.client)
             volumes = VolumeManager(self.config.data_dir / "pods", lookup)
             probes = ProbeManager(self.runtime, on_change=self._queue_uid,
@@ -327,7 +344,8 @@ class Agent:
                 emit=self.emit, image_fallback=self.config.image_fallback,
                 container_id_prefix=self.config.container_runtime_version.split("://")[0]
                 + "://",
-                dns_for=self.cluster_dns.dns_for if dns_started and self.cluster_dns else None)
+                dns_for=self.cluster_dns.dns_for if dns_started and self.cluster_dns else None,
+                services=self.services.list)
             tasks.append(spawn(self.pods.run(), name="agent pods informer"))
             await self.pods.synced.wait()
             tasks.append(spawn(self._relist(), name="agent relist"))
@@ -443,7 +461,7 @@ class Agent:
                 delay = min(delay * 2, 30.0)
         wanted = overlay.annotations()
         changed = asyncio.Event()
-        nodes = Informer(self.client, NODES)
+        nodes = self.informers.informer(NODES)
         nodes.add_handler(FuncHandler(lambda _: changed.set(), lambda _o, _n: changed.set(),
                                       lambda _: changed.set()))
         informer = spawn(nodes.run(), name="agent nodes informer")
@@ -571,7 +589,7 @@ class Agent:
         while True:
             try:
                 await self._relist_once(runtime)
-            except Exception:  # noqa: BLE001 - one bad relist must not end the agent
+            except Exception:
                 log.exception("agent: relisting the runtime failed")
             await asyncio.sleep(self.config.relist_period)
 

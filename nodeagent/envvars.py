@@ -16,7 +16,8 @@ The flow, in the order the code below appears:
    node's allocatable amount, when the caller gives it.
 4. ``resolve_env`` puts it together: ``envFrom`` first (keys that are not valid variable names
    are skipped and logged, as the kubelet's "InvalidEnvironmentVariableNames" Event), then
-   ``env`` in order, where each entry may refer to every variable defined before it.
+   ``env`` in order, where each entry may refer to every variable defined before it and to the
+   Service variables (``serviceenv``), which come last unless the container set the name.
 
 Ordering. The kubelet collects the variables in a Go map and emits them in map order (random);
 only the values are specified: an ``env`` entry overrides an ``envFrom`` key of the same name,
@@ -364,9 +365,12 @@ async def resolve_env(pod: Obj, container: Obj, lookup: SourceLookup, *, pod_ip:
                       host_ip: str, node_name: str, pod_ips: Sequence[str] = (),
                       host_ips: Sequence[str] = (),
                       allocatable: Mapping[str, str | int | float] | None = None,
+                      services: Mapping[str, str] | None = None,
                       ) -> list[tuple[str, str]]:
-    """The container's environment, as ``makeEnvironmentVariables`` (without the Service link
-    variables): ``envFrom`` then ``env``; (name, value) pairs in first-definition order.
+    """The container's environment, as ``makeEnvironmentVariables``: ``envFrom`` then ``env``;
+    (name, value) pairs in first-definition order, then the Service variables (``services``,
+    from ``serviceenv``) the container does not set itself; ``$(VAR)`` sees both, its own
+    first.
     ``pod_ips``/``host_ips`` default to the single IPs. ``ContainerConfigError`` when a
     required source or key is missing or a field cannot be read."""
     namespace = (pod.get("metadata") or {}).get("namespace") or "default"
@@ -374,10 +378,11 @@ async def resolve_env(pod: Obj, container: Obj, lookup: SourceLookup, *, pod_ip:
     host_ips = list(host_ips) or ([host_ip] if host_ip else [])
     cache: dict[tuple[str, str], Obj | None] = {}
     env: dict[str, str] = {}
+    services = services or {}
     try:
         for env_from in container.get("envFrom") or []:
             await _add_env_from(env, env_from, pod, container, lookup, cache, namespace)
-        mapping = mapping_for(env)
+        mapping = mapping_for(env, services)
         for entry in container.get("env") or []:
             value = await _env_value(entry, pod, container, lookup, cache, namespace, mapping,
                                      pod_ips=pod_ips, host_ips=host_ips, node_name=node_name,
@@ -386,7 +391,7 @@ async def resolve_env(pod: Obj, container: Obj, lookup: SourceLookup, *, pod_ip:
                 env[entry["name"]] = value
     except ValueError as exc:
         raise ContainerConfigError(str(exc)) from exc
-    return list(env.items())
+    return list(env.items()) + [(k, v) for k, v in services.items() if k not in env]
 
 
 async def _add_env_from(env: dict[str, str], env_from: Mapping[str, Any], pod: Obj,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane.client import ApiClient
+from controlplane.client import ApiClient, InformerFactory
 from nodeagent import images
 from nodeagent.agent import Agent, AgentConfig, RuntimeFactory, default_node_name
 from nodeagent.dns.node import NodeDns
@@ -39,6 +39,7 @@ from nodeagent.network.overlay import (
     remove_overlay,
 )
 from nodeagent.proxy import IptablesApplier, Proxier
+from nodeagent.proxy.announce import Announcer, remove_device
 from nodeagent.runtime.base import LABEL_NODE_NAME, Runtime
 from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.process import ProcessRuntime
@@ -161,7 +162,7 @@ async def remove_pods_and_network(data_dir: Path) -> tuple[int, str | None]:
     Returns how many sandboxes were removed and the bridge removed, if any. The agent must not
     be running; objects of other nodes or clusters on the same engine are left alone. The
     overlay interface (``--overlay``), when the agent made one, is deleted too, and the Service
-    proxy's iptables rules (``--service-proxy``) when it ran."""
+    proxy's iptables rules and LoadBalancer IPs (``--service-proxy``) when it ran."""
     try:
         await remove_overlay(data_dir / NETWORK_DIR)
     except OverlayError as exc:
@@ -192,6 +193,7 @@ async def remove_pods_and_network(data_dir: Path) -> tuple[int, str | None]:
     if state.get("serviceProxy"):
         try:
             await IptablesApplier().teardown()
+            await remove_device()
         except PodNetworkError as exc:
             raise AgentSetupError(f"service proxy: {exc}") from None
     if network is not None:
@@ -294,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{OVERLAY_OVERHEAD} less with --overlay (default %(default)s)")
     p.add_argument("--service-proxy", action="store_true",
                    help="proxy Services on this node (kube-proxy's iptables mode; needs "
-                   "Corral's bridge pod network)")
+                   "Corral's bridge pod network) and announce the LoadBalancer IPs it is "
+                   "elected for on its network")
     p.add_argument("--cluster-dns", action="store_true",
                    help="serve cluster DNS on the bridge's gateway (port 53) and name it in "
                    "the Pods' resolv.conf (needs Corral's bridge pod network)")
@@ -373,12 +376,16 @@ async def run_agent(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as exc:
         raise AgentSetupError(f"--kubeconfig: {exc}") from None
     async with client:
+        informers = InformerFactory(client)
         proxier = Proxier(client, IptablesApplier(), cluster_cidr=args.cluster_cidr,
-                          node_ips=[node_ip]) if args.service_proxy else None
+                          node_ips=[node_ip], informers=informers) if args.service_proxy else None
+        announcer = Announcer(client, args.node_name, node_ip, informers=informers) \
+            if args.service_proxy else None
         agent = Agent(client, config, choice.factory,
                       start_server=server_starter(tls, node_ip, args.port, servers),
-                      overlay=overlay, service_proxy=proxier,
-                      cluster_dns=NodeDns(client) if args.cluster_dns else None)
+                      overlay=overlay, service_proxy=proxier, lb_announcer=announcer,
+                      cluster_dns=NodeDns(client, informers=informers) if args.cluster_dns
+                      else None, informers=informers)
         task = asyncio.create_task(agent.run(), name="agent")
         try:
             await until_signalled(task)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,7 @@ from nodeagent.runtime.base import (
     RuntimeFailure,
     SandboxState,
 )
+from nodeagent.serviceenv import service_env
 from nodeagent.volumes import VolumeError, VolumeManager
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ class PodWorker:
                  volumes: VolumeManager, probes: ProbeManager, emit: Emit,
                  image_fallback: bool = False, container_id_prefix: str = "docker://",
                  clock: Callable[[], float] = time.time,
-                 dns_for: Callable[[Obj], DNSConfig | None] | None = None) -> None:
+                 dns_for: Callable[[Obj], DNSConfig | None] | None = None,
+                 services: Callable[[], Iterable[Obj]] = tuple) -> None:
         self.runtime = runtime
         self.node_name = node_name
         self.host_ip = host_ip
@@ -143,6 +145,8 @@ class PodWorker:
         self.clock = clock
         #: The resolv.conf of a pod's sandbox (cluster DNS); None: the runtime's default.
         self.dns_for = dns_for
+        #: The cluster's Services now (the agent's informer cache), for their variables.
+        self.services = services
         self._pods: dict[str, _PodState] = {}
 
     async def observe(self, uid: str) -> Observed:
@@ -274,7 +278,8 @@ class PodWorker:
             return
         try:
             env = await resolve_env(pod, spec, self.lookup, pod_ip=pod_ip,
-                                    host_ip=self.host_ip, node_name=self.node_name)
+                                    host_ip=self.host_ip, node_name=self.node_name,
+                                    services=service_env(self.services(), pod))
         except ContainerConfigError as exc:
             self._fail(state, start.name, REASON_CREATE_CONTAINER_CONFIG_ERROR, str(exc), retry_at)
             await self.emit(pod, WARNING, "Failed", f"Error: {exc}")

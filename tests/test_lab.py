@@ -19,11 +19,9 @@ requests to the ClusterIP are answered by both backends, one on each node.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -38,47 +36,26 @@ from typing import Any, Self
 
 import pytest
 import yaml
+from labcli import (
+    NODE_LABEL,
+    check_privileged,
+    client,
+    corral_lab,
+    lab_containers,
+    link_exists,
+    netns_names,
+    run,
+    running_pods,
+)
 
-from controlplane.client import DEPLOYMENTS, NODES, PODS, SERVICES, ApiClient, ApiError
+from controlplane.client import DEPLOYMENTS, NODES, PODS, SERVICES, ApiError
 
-ROOT = Path(__file__).resolve().parents[1]
-LAB_TIMEOUT_S = 150.0
-POD_TIMEOUT_S = 60.0
-NODE_LABEL = "corral.dev/node-name"
 HTTPD = "echo hi > /w/index.html; exec httpd -f -p 8080 -h /w"
-
-
-def corral_lab(*args: str, timeout: float = LAB_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "controlplane.cli", "lab", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def netns_names() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def link_exists(name: str) -> bool:
-    shown = subprocess.run(["ip", "link", "show", "dev", name], capture_output=True, check=False)
-    return shown.returncode == 0
-
-
-def lab_containers(name: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label={NODE_LABEL}",
-                          "--format", f'{{{{.ID}}}} {{{{.Label "{NODE_LABEL}"}}}}'],
-                         capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if line.split()[1].startswith(f"{name}-n")]
 
 
 @pytest.fixture
 def privileged(require: Callable[[str], None]) -> None:
-    if os.geteuid() != 0:
-        require("root")
-    for tool in ("ip", "iptables", "nsenter", "docker"):
-        if shutil.which(tool) is None:
-            require(tool)
-    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
-        require("a running Docker engine")
+    check_privileged(require)
 
 
 @pytest.fixture
@@ -87,14 +64,6 @@ def lab(privileged: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     name, directory = "t" + uuid.uuid4().hex[:6], tmp_path / "lab"
     yield name, directory
     corral_lab("down", "--dir", str(directory), "--name", name)
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def client(kubeconfig: Path, url: str) -> ApiClient:
-    return ApiClient.from_kubeconfig(kubeconfig, urls=[url], timeout=5.0)
 
 
 def web_deployment() -> dict[str, Any]:
@@ -107,20 +76,6 @@ def web_deployment() -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod}}}
-
-
-async def running_pods(kubeconfig: Path, url: str, selector: str, count: int) -> list[dict]:
-    """Wait until ``count`` pods matching ``selector`` run with an IP."""
-    deadline = time.monotonic() + POD_TIMEOUT_S
-    async with client(kubeconfig, url) as api:
-        while time.monotonic() < deadline:
-            pods = (await api.list(PODS, "default", label_selector=selector)).items
-            up = [p for p in pods if p.get("status", {}).get("phase") == "Running"
-                  and p["status"].get("podIP")]
-            if len(up) >= count:
-                return up
-            await asyncio.sleep(0.5)
-    raise AssertionError(f"pods {selector} not Running: {[p.get('status') for p in pods]}")
 
 
 def http_from_node(node: str, ip: str) -> str:

@@ -18,13 +18,26 @@ selector (create, or an update carrying the read resourceVersion: compare-and-sw
 when equal), leaves those of a Service without one alone (user-managed), and deletes them,
 with a resourceVersion precondition, when the Service is gone (deleted while we watched, or
 a leftover this controller made, labelled ``endpoints.kubernetes.io/managed-by``).
+
+Each Endpoints written carries ``endpoints.kubernetes.io/last-change-trigger-time`` (RFC 3339,
+microseconds), from which the Service proxy measures its programming latency (kube-proxy's
+``network_programming_duration_seconds``): the earliest Pod or Service change the write is the
+first to include, as Kubernetes' ``TriggerTimeTracker`` computes it. Kubernetes takes that time
+from the objects (the Pod's Ready ``lastTransitionTime``, the Service's
+``creationTimestamp``); those are whole seconds here, so the time is when this controller's
+informer delivered the change (``ServicePods`` with a clock), which leaves out only the watch's
+delivery. A write with no new change behind it (a tampered Endpoints put right) drops the
+annotation, as Kubernetes does; a change that leaves the Endpoints as they were is forgotten.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ..client import (
@@ -54,6 +67,8 @@ MANAGED_BY = "endpoint-controller"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 #: Index of the Services informer: the namespace of each Service.
 NAMESPACE_INDEX = "namespace"
+#: Kubernetes' v1.EndpointsLastChangeTriggerTime (read by ``nodeagent.proxy.proxier``).
+TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 
 
 def namespace_of(obj: Obj) -> list[str]:
@@ -222,14 +237,34 @@ def endpoints_labels(service: Obj) -> dict[str, str]:
     return labels
 
 
+def format_trigger_time(seconds: float) -> str:
+    """RFC 3339 in UTC with microseconds (Kubernetes writes RFC3339Nano)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def with_trigger_time(meta: Obj, trigger: float | None) -> Obj:
+    """``meta`` with the trigger-time annotation set to ``trigger``, or without it for None."""
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k != TRIGGER_TIME_ANNOTATION}
+    if trigger is not None:
+        annotations[TRIGGER_TIME_ANNOTATION] = format_trigger_time(trigger)
+    return {**meta, "annotations": annotations} if annotations else \
+        {k: v for k, v in meta.items() if k != "annotations"}
+
+
 # -- the shell -----------------------------------------------------------------------------------
 
 class ServicePods:
     """Shared by the endpoints and endpointslice controllers: informers on Services and Pods,
-    and the map from a Pod's event to the keys of the Services selecting it."""
+    and the map from a Pod's event to the keys of the Services selecting it. With a ``clock``
+    (wall time, seconds) it also keeps, per Service key, when the earliest change not yet
+    taken (``take_trigger_time``) arrived."""
 
-    def __init__(self, informers: InformerFactory, queue: WorkQueue) -> None:
+    def __init__(self, informers: InformerFactory, queue: WorkQueue, *,
+                 clock: Callable[[], float] | None = None) -> None:
         self.queue = queue
+        self._clock = clock
+        self._triggers: dict[str, float] = {}
         #: Keys of Services seen deleted, whose dependents go whoever made them.
         self.deleted: set[str] = set()
         self.services = informers.informer(SERVICES, indexers={NAMESPACE_INDEX: namespace_of})
@@ -240,18 +275,31 @@ class ServicePods:
             lambda pod: self._pod_changed(pod), lambda old, new: self._pod_changed(new, old),
             lambda pod: self._pod_changed(pod)))
 
+    def _add(self, key: str) -> None:
+        if self._clock is not None:
+            self._triggers.setdefault(key, self._clock())
+        self.queue.add(key)
+
     def _enqueue(self, service: Obj) -> None:
-        self.queue.add(key_of(service))
+        self._add(key_of(service))
 
     def _service_deleted(self, service: Obj) -> None:
         self.deleted.add(key_of(service))
-        self.queue.add(key_of(service))
+        self._add(key_of(service))
 
     def _pod_changed(self, pod: Obj, old: Obj | None = None) -> None:
         namespace = pod["metadata"].get("namespace") or ""
         for service in self.services.by_index(NAMESPACE_INDEX, namespace):
             if selects(service, pod) or (old is not None and selects(service, old)):
-                self.queue.add(key_of(service))
+                self._add(key_of(service))
+
+    def take_trigger_time(self, key: str) -> float | None:
+        """When the earliest change of ``key``'s Service or Pods not taken before arrived."""
+        return self._triggers.pop(key, None)
+
+    def put_back_trigger_time(self, key: str, seconds: float) -> None:
+        """Give back a taken time whose change was not written after all."""
+        self._triggers[key] = min(seconds, self._triggers.get(key, seconds))
 
     def selected(self, service: Obj) -> list[Obj]:
         """The Pods ``service`` selects (its namespace's, from the cache)."""
@@ -260,12 +308,13 @@ class ServicePods:
 
 class EndpointsController:
     def __init__(self, client: ApiClient, *, workers: int = 2,
-                 informers: InformerFactory | None = None) -> None:
+                 informers: InformerFactory | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         informers = informers or InformerFactory(client)
         self._client = client
         self._workers = workers
         self._queue = WorkQueue()
-        self._shared = ServicePods(informers, self._queue)
+        self._shared = ServicePods(informers, self._queue, clock=clock)
         self._endpoints = informers.informer(ENDPOINTS)
         # Endpoints changed or deleted behind our back are put right; leftovers (the initial
         # list reaches the handler as adds) are looked at once.
@@ -281,6 +330,18 @@ class EndpointsController:
         self._queue.add(key_of(endpoints))
 
     async def reconcile(self, key: str) -> None:
+        # Taken first: the caches read below hold every change that arrived before it.
+        trigger = self._shared.take_trigger_time(key)
+        settled = False
+        try:
+            settled = await self._sync(key, trigger)
+        finally:
+            if not settled and trigger is not None:
+                self._shared.put_back_trigger_time(key, trigger)
+
+    async def _sync(self, key: str, trigger: float | None) -> bool:
+        """Bring ``key``'s Endpoints in line; False when a write lost a race (the event that
+        won brings the key back)."""
         service = self._shared.services.get(key)
         current = self._endpoints.get(key)
         deleted = key in self._shared.deleted
@@ -289,29 +350,31 @@ class EndpointsController:
             if current is not None and (deleted or (current["metadata"].get("labels") or {})
                                         .get(MANAGED_BY_LABEL) == MANAGED_BY):
                 await self._delete(current)
-            return
+            return True
         if service_selector(service) is None or service["metadata"].get("deletionTimestamp"):
-            return
+            return True
         subsets = desired_endpoints(service, self._shared.selected(service))
         labels = endpoints_labels(service)
         namespace, name = key.split("/", 1)
         if current is None:
+            meta: Obj = {"name": name, "namespace": namespace, "labels": labels}
             try:
                 await self._client.create(ENDPOINTS, namespace, {
                     "apiVersion": "v1", "kind": "Endpoints",
-                    "metadata": {"name": name, "namespace": namespace, "labels": labels},
-                    "subsets": subsets})
+                    "metadata": with_trigger_time(meta, trigger), "subsets": subsets})
             except AlreadyExists:
-                pass  # our informer will tell us of it, and we look again
-            return
+                return False  # our informer will tell us of it, and we look again
+            return True
         meta = current["metadata"]
         if (current.get("subsets") or []) == subsets and (meta.get("labels") or {}) == labels:
-            return
+            return True
         try:
             await self._client.update(ENDPOINTS, {
-                **current, "metadata": {**meta, "labels": labels}, "subsets": subsets})
+                **current, "metadata": with_trigger_time({**meta, "labels": labels}, trigger),
+                "subsets": subsets})
         except (Conflict, NotFound):
-            pass  # changed meanwhile: the event brings the key back
+            return False  # changed meanwhile: the event brings the key back
+        return True
 
     async def _delete(self, endpoints: Obj) -> None:
         meta = endpoints["metadata"]

@@ -15,7 +15,7 @@ Wiring into the agent (once the bridge exists, so its gateway address can be bou
     server = DnsServer(resolver, gateway_ip, 53,
                        upstreams=upstream_servers(host_dns_config(), exclude=[gateway_ip]))
     await server.start()
-    spawn(watch.run(client, cache), name="dns informers")   # or watch.attach(...) to informers
+    spawn(watch.run(InformerFactory(client), cache), name="dns informers")  # or watch.attach
     ...
     dns = pod_dns_config(pod, nameserver=gateway_ip)         # -> sandbox_config(..., dns=dns)
     ...

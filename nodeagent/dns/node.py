@@ -8,7 +8,7 @@ import asyncio
 import logging
 from typing import Any
 
-from controlplane.client import ApiClient
+from controlplane.client import ApiClient, InformerFactory
 from controlplane.client.tasks import spawn
 from nodeagent.runtime.base import DNSConfig
 
@@ -26,8 +26,8 @@ class NodeDns:
     ``dns_for(pod)`` is None until started (pods then get the runtime's default)."""
 
     def __init__(self, client: ApiClient, *, zone: str = DEFAULT_ZONE,
-                 port: int = DNS_PORT) -> None:
-        self.client = client
+                 port: int = DNS_PORT, informers: InformerFactory | None = None) -> None:
+        self.informers = informers or InformerFactory(client)
         self.zone = zone
         self.port = port
         self.cache = DnsCache()
@@ -41,7 +41,7 @@ class NodeDns:
                            upstreams=upstream_servers(host_dns_config(), exclude=[gateway_ip]))
         await server.start()
         self.server, self.gateway = server, gateway_ip
-        self._task = spawn(watch.run(self.client, self.cache, synced=self.synced),
+        self._task = spawn(watch.run(self.informers, self.cache, synced=self.synced),
                            name="agent dns informers")
 
     def dns_for(self, pod: dict[str, Any]) -> DNSConfig | None:

@@ -10,9 +10,9 @@ from controlplane.client import (
     ENDPOINTS,
     PODS,
     SERVICES,
-    ApiClient,
     FuncHandler,
     Informer,
+    InformerFactory,
 )
 
 from .cache import DnsCache
@@ -30,17 +30,17 @@ def attach(cache: DnsCache, services: Informer, endpoints: Informer,
                                      cache.delete_pod))
 
 
-def informers(client: ApiClient, *, pods: bool = False
+def informers(factory: InformerFactory, *, pods: bool = False
               ) -> tuple[Informer, Informer, Informer | None]:
-    """New cluster-wide Service, Endpoints (and Pod) informers."""
-    return (Informer(client, SERVICES), Informer(client, ENDPOINTS),
-            Informer(client, PODS) if pods else None)
+    """The cluster-wide Service, Endpoints (and Pod) informers of ``factory``."""
+    return (factory.informer(SERVICES), factory.informer(ENDPOINTS),
+            factory.informer(PODS) if pods else None)
 
 
-async def run(client: ApiClient, cache: DnsCache, *, pods: bool = False,
+async def run(factory: InformerFactory, cache: DnsCache, *, pods: bool = False,
               synced: asyncio.Event | None = None) -> None:
     """Watch into ``cache`` until cancelled; ``synced`` is set once every informer listed."""
-    found = informers(client, pods=pods)
+    found = informers(factory, pods=pods)
     attach(cache, *found)
     running = [i for i in found if i is not None]
     tasks = [asyncio.create_task(i.run(), name=f"dns {i.res.plural} informer") for i in running]

@@ -4,7 +4,8 @@
 Layout on a node whose podCIDR is 10.244.1.0/24, in a cluster on 10.244.0.0/16::
 
     corral0   10.244.1.1/24          the node's own Pods (BridgeNetwork; the more specific route)
-    corral-wg (TUN, MTU underlay-80) 10.244.0.0/16 dev corral-wg mtu 1420 src 10.244.1.1
+    corral-wg (TUN, MTU underlay-80) 10.244.1.1/32; 10.244.0.0/16 dev corral-wg mtu 1420
+              src 10.244.1.1
               one peer per other node: AllowedIPs = its podCIDR, endpoint = its IP:51820
 
 ``start`` loads the node's private key (``<state_dir>/wg.key``, base64 as ``wg genkey`` writes
@@ -13,7 +14,10 @@ it, mode 0600, written atomically; made on first start), brings up the interface
 the UAPI socket, the MTU, and the route for the cluster CIDR. The route's ``src`` is the
 node's gateway address on corral0, so packets the node itself sends to remote Pods carry a
 source inside its podCIDR: the remote device accepts only inner sources within the sending
-peer's AllowedIPs.
+peer's AllowedIPs. The interface also holds that address (/32, as flannel's device holds its
+subnet's): MASQUERADE ignores a route's ``src`` and takes the out interface's address, so
+NodePort and LoadBalancer traffic the Service proxy sends on to a remote Pod leaves with the
+gateway address, and the Pod's answer comes back through the overlay, not the underlay.
 
 **Who owns the interface.** ``corral wg`` is started *detached* (its own session, as
 wireguard-go and ``wg-quick`` leave it), not as a foreground child of the agent. The agent's
@@ -351,13 +355,18 @@ class OverlayNetwork:
 
     async def _configure_link(self, pod_cidr: str | None) -> None:
         route = ["route", "replace", self.cluster_cidr, "dev", self.ifname, "mtu", str(self.mtu)]
+        address: list[str] = []
         if pod_cidr:
             try:
-                route += ["src", str(gateway_of(parse_pod_cidr(pod_cidr)))]
+                gateway = str(gateway_of(parse_pod_cidr(pod_cidr)))
             except ValueError as exc:
                 raise OverlayError(str(exc)) from None
+            route += ["src", gateway]
+            address = ["address", "replace", f"{gateway}/32", "dev", self.ifname]
         try:
             await run(*self._ip("link", "set", "dev", self.ifname, "mtu", str(self.mtu), "up"))
+            if address:
+                await run(*self._ip(*address))
             await run(*self._ip(*route))
         except PodNetworkError as exc:
             raise OverlayError(str(exc)) from None

@@ -8,6 +8,15 @@ the only caller of ``apply``, so there is never more than one apply at a time. E
 ``resync`` seconds the rules are written again even without changes (``force``), which repairs
 rules someone else flushed; a failed apply is retried after ``retry`` seconds.
 
+Programming latency, as kube-proxy's ``network_programming_duration_seconds`` SLI: the
+Endpoints controller stamps each Endpoints it writes with the time of the change that caused
+the write (``TRIGGER_TIME_ANNOTATION``); the Endpoints informer's handler keeps the new stamps
+(ones older than this Proxier are from before it started and are ignored, as kube-proxy's
+tracker does), and after a successful apply each stamp whose change that apply included gives
+one sample, ``clock() - stamp``, in ``programming_latencies`` (the latest ``LATENCY_SAMPLES``).
+Both clocks are wall clocks, so the figure includes any skew between the controller's host and
+this one.
+
 Wiring it into the agent (``nodeagent/agent.py``), next to the overlay task in ``Agent.run``::
 
     from nodeagent.proxy import IptablesApplier, Proxier
@@ -28,10 +37,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
-from controlplane.client import ENDPOINTS, SERVICES, ApiClient, FuncHandler, Informer
+from controlplane.client import (
+    ENDPOINTS,
+    SERVICES,
+    ApiClient,
+    FuncHandler,
+    InformerFactory,
+    key_of,
+)
 from controlplane.client.tasks import spawn
 from nodeagent.proxy.rules import ProxyRules, build
 
@@ -43,6 +62,25 @@ DEBOUNCE_SECONDS = 0.1
 RESYNC_SECONDS = 30.0
 #: A failed apply is retried after this long.
 RETRY_SECONDS = 2.0
+#: Kubernetes' v1.EndpointsLastChangeTriggerTime, which the Endpoints controller
+#: (``controlplane.controllers.endpoints``, not importable from here) writes: RFC 3339.
+TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+#: Programming latencies kept (the latest ones).
+LATENCY_SAMPLES = 10_000
+
+Obj = dict[str, Any]
+
+
+def trigger_time(endpoints: Obj | None) -> float | None:
+    """The Endpoints' trigger-time annotation as seconds since the epoch; None when absent or
+    not RFC 3339 with a zone."""
+    annotations = ((endpoints or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(TRIGGER_TIME_ANNOTATION)
+    try:
+        stamp = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return stamp.timestamp() if stamp is not None and stamp.tzinfo is not None else None
 
 
 class Applier(Protocol):
@@ -84,24 +122,41 @@ class Proxier:
                  node_ips: Sequence[str] | None = None,
                  debounce: float = DEBOUNCE_SECONDS,
                  resync: float = RESYNC_SECONDS,
-                 retry: float = RETRY_SECONDS) -> None:
+                 retry: float = RETRY_SECONDS,
+                 clock: Callable[[], float] = time.time,
+                 informers: InformerFactory | None = None) -> None:
         self.applier = applier
         self.cluster_cidr = cluster_cidr
         self.node_ips = list(node_ips) if node_ips is not None else None
         self.debounce = debounce
         self.resync = resync
         self.retry = retry
-        self.services = Informer(client, SERVICES)
-        self.endpoints = Informer(client, ENDPOINTS)
+        # The agent's shared informers when given (one watch per resource per node).
+        informers = informers or InformerFactory(client)
+        self.services = informers.informer(SERVICES)
+        self.endpoints = informers.informer(ENDPOINTS)
+        self.clock = clock
         self._changed = asyncio.Event()
-        for informer in (self.services, self.endpoints):
-            informer.add_handler(FuncHandler(self._mark, lambda _o, _n: self._mark(None),
-                                             self._mark))
+        self.services.add_handler(FuncHandler(self._mark, lambda _o, _n: self._mark(None),
+                                              self._mark))
+        self.endpoints.add_handler(FuncHandler(lambda new: self._endpoints_changed(None, new),
+                                               self._endpoints_changed, self._mark))
         #: Set after the first successful apply (the node proxies Services from then on).
         self.synced = asyncio.Event()
         self.syncs = 0
+        #: Seconds from an Endpoints change (its trigger time) to its rules applied.
+        self.programming_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._started = clock()
+        #: Endpoints key -> trigger times of changes not yet applied.
+        self._triggers: dict[str, list[float]] = {}
 
     def _mark(self, _obj: Any) -> None:
+        self._changed.set()
+
+    def _endpoints_changed(self, old: Obj | None, new: Obj) -> None:
+        stamp = trigger_time(new)
+        if stamp is not None and stamp >= self._started and stamp != trigger_time(old):
+            self._triggers.setdefault(key_of(new), []).append(stamp)
         self._changed.set()
 
     def rules(self) -> ProxyRules:
@@ -111,8 +166,20 @@ class Proxier:
 
     async def sync(self, *, force: bool = False) -> bool:
         """Build and apply once; True if the applier wrote anything."""
-        wrote = await self.applier.apply(self.rules(), force=force)
+        triggers, self._triggers = self._triggers, {}
+        try:
+            wrote = await self.applier.apply(self.rules(), force=force)
+        except BaseException:
+            for key, stamps in triggers.items():  # still to be applied
+                self._triggers[key] = stamps + self._triggers.get(key, [])
+            raise
         self.syncs += 1
+        now = self.clock()
+        for key, stamps in triggers.items():
+            for stamp in stamps:
+                self.programming_latencies.append(now - stamp)
+                log.debug("proxy: endpoints %s programmed %.3f s after their change", key,
+                          now - stamp)
         if wrote:
             log.info("proxy: rules applied (%d services, %d endpoints)",
                      len(self.services.keys()), len(self.endpoints.keys()))

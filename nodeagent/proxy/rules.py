@@ -4,7 +4,8 @@
 The flow, in the order of the code:
 
 ``service_ports`` reads the Services (core v1 dicts) into one ``ServicePort`` per port with a
-ClusterIP (headless Services and ones with invalid fields are skipped, never a crash), and
+ClusterIP (headless Services and ones with invalid fields are skipped, never a crash), with the
+LoadBalancer ingress IPs of its Service (``ingress_ips``), and
 ``ready_endpoints`` finds each port's ready backends in its Endpoints (``subsets[].addresses``,
 the port of the same name and protocol; ``notReadyAddresses`` never get traffic).
 
@@ -12,7 +13,11 @@ the port of the same name and protocol; ``notReadyAddresses`` never get traffic)
 
     PREROUTING, OUTPUT -> CORRAL-SERVICES
         -d <clusterIP>/32 -p tcp -m tcp --dport <port>  -> CORRAL-SVC-<hash>   (one per port)
+        -d <ingress IP>/32 -p tcp -m tcp --dport <port> -> CORRAL-EXT-<hash>   (LoadBalancer)
         (last) -m addrtype --dst-type LOCAL              -> CORRAL-NODEPORTS
+    CORRAL-EXT-<hash>: -> CORRAL-MARK-MASQ, then -> CORRAL-SVC-<hash> (kube-proxy's KUBE-EXT
+        chain with externalTrafficPolicy Cluster: traffic from outside leaves for any node's
+        endpoint with the node's address, so the reply comes back through it)
     CORRAL-NODEPORTS: -p tcp -m tcp --dport <nodePort> [! -s <cluster CIDR>] -> CORRAL-MARK-MASQ,
                       then -> CORRAL-SVC-<hash>
     CORRAL-SVC-<hash>: off-cluster sources to the ClusterIP -> CORRAL-MARK-MASQ; with
@@ -26,11 +31,13 @@ the port of the same name and protocol; ``notReadyAddresses`` never get traffic)
 
 and for the ``filter`` table, what kube-proxy does for Services without ready endpoints:
 ``CORRAL-SERVICES-FILTER`` (from OUTPUT and FORWARD, new connections) REJECTs their ClusterIP
-ports and ``CORRAL-EXTERNAL-FILTER`` (from INPUT) their NodePorts, with icmp-port-unreachable,
-so clients fail at once ("connection refused") instead of timing out.
+ports and ``CORRAL-EXTERNAL-FILTER`` (from INPUT and FORWARD) their NodePorts and ingress IP
+ports, with icmp-port-unreachable, so clients fail at once ("connection refused") instead of
+timing out.
 
 Chain names hash ``namespace/name:portname`` and the protocol (and the endpoint for SEP chains)
-with sha256, base32, 16 characters: 27 characters in all, within iptables' 28.
+with sha256, base32, 16 characters: 27 characters in all, within iptables' 28. Every chain
+named with a prefix of ``OWNED_PREFIXES`` is ours: one the rules no longer name is stale.
 
 ``restore_input`` renders one table for ``iptables-restore --noflush``: every chain we own is
 declared (which creates or flushes it), refilled, and stale chains are declared and deleted
@@ -57,6 +64,9 @@ MARK_MASQ_CHAIN = "CORRAL-MARK-MASQ"
 POSTROUTING_CHAIN = "CORRAL-PROXY-POSTROUTING"
 SVC_PREFIX = "CORRAL-SVC-"
 SEP_PREFIX = "CORRAL-SEP-"
+EXT_PREFIX = "CORRAL-EXT-"
+#: The per-Service chains' prefixes (the applier deletes such chains the rules no longer name).
+OWNED_PREFIXES = (SVC_PREFIX, SEP_PREFIX, EXT_PREFIX)
 FILTER_SERVICES_CHAIN = "CORRAL-SERVICES-FILTER"
 FILTER_EXTERNAL_CHAIN = "CORRAL-EXTERNAL-FILTER"
 #: The fwmark bit of packets that must leave with the node's address (kube-proxy's default).
@@ -87,6 +97,7 @@ JUMPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (FILTER, "OUTPUT", ("-m", "conntrack", "--ctstate", "NEW", "-j", FILTER_SERVICES_CHAIN)),
     (FILTER, "FORWARD", ("-m", "conntrack", "--ctstate", "NEW", "-j", FILTER_SERVICES_CHAIN)),
     (FILTER, "INPUT", ("-m", "conntrack", "--ctstate", "NEW", "-j", FILTER_EXTERNAL_CHAIN)),
+    (FILTER, "FORWARD", ("-m", "conntrack", "--ctstate", "NEW", "-j", FILTER_EXTERNAL_CHAIN)),
 )
 
 
@@ -104,9 +115,14 @@ def sep_chain(port_name: str, protocol: str, endpoint: str) -> str:
     return SEP_PREFIX + _hash(port_name + protocol.lower() + endpoint)
 
 
+def ext_chain(port_name: str, protocol: str) -> str:
+    """CORRAL-EXT-<hash> of a Service port: its traffic to the LoadBalancer ingress IPs."""
+    return EXT_PREFIX + _hash(port_name + protocol.lower())
+
+
 def is_owned_chain(chain: str) -> bool:
     """Whether ``chain`` is one this module writes (in either table)."""
-    return (chain.startswith((SVC_PREFIX, SEP_PREFIX))
+    return (chain.startswith(OWNED_PREFIXES)
             or chain in BASE_CHAINS[NAT] or chain in BASE_CHAINS[FILTER])
 
 
@@ -132,6 +148,7 @@ class ServicePort:
     port: int
     node_port: int | None = None
     affinity_timeout: int | None = None  # seconds, with sessionAffinity ClientIP
+    ingress_ips: tuple[str, ...] = ()  # the LoadBalancer's, from the Service's status
 
     @property
     def key(self) -> str:
@@ -163,6 +180,20 @@ def _affinity(spec: Obj) -> int | None:
     return DEFAULT_AFFINITY_TIMEOUT_S
 
 
+def ingress_ips(service: Obj) -> tuple[str, ...]:
+    """A LoadBalancer Service's ingress IPs (IPv4, sorted, without duplicates) that traffic
+    reaches the nodes with: kube-proxy skips those with ``ipMode: Proxy``, which the load
+    balancer rewrites to a node's address itself."""
+    if (service.get("spec") or {}).get("type") != "LoadBalancer":
+        return ()
+    status = service.get("status")
+    balancer = status.get("loadBalancer") if isinstance(status, dict) else None
+    ingress = balancer.get("ingress") if isinstance(balancer, dict) else None
+    found = {ip for entry in ingress or () if isinstance(entry, dict)
+             and entry.get("ipMode") != "Proxy" and (ip := _ipv4(entry.get("ip")))}
+    return tuple(sorted(found, key=ipaddress.IPv4Address))
+
+
 def service_ports(service: Obj) -> list[ServicePort]:
     """The proxied ports of one Service; none for headless or malformed ones."""
     meta = service.get("metadata") or {}
@@ -173,6 +204,7 @@ def service_ports(service: Obj) -> list[ServicePort]:
         return []
     with_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
     affinity = _affinity(spec)
+    external = ingress_ips(service)
     ports = []
     for entry in spec.get("ports") or []:
         if not isinstance(entry, dict):
@@ -184,7 +216,7 @@ def service_ports(service: Obj) -> list[ServicePort]:
             continue
         node_port = _port(entry.get("nodePort")) if with_node_ports else None
         ports.append(ServicePort(namespace, name, port_name, protocol, cluster_ip, port,
-                                 node_port, affinity))
+                                 node_port, affinity, external))
     return ports
 
 
@@ -271,10 +303,14 @@ def build(services: Iterable[Obj], endpoints: Iterable[Obj], *,
     for sp in ports:
         backends = ready_endpoints(by_key.get((sp.namespace, sp.name)), sp)
         dst = f"-d {sp.cluster_ip}/32 {_proto(sp.protocol, sp.port)}"
+        external = [f"-d {ip}/32 {_proto(sp.protocol, sp.port)}" for ip in sp.ingress_ips]
         if not backends:
             filt.rules.append(f"-A {FILTER_SERVICES_CHAIN} "
                               f"{_comment(sp.key + ' has no endpoints')} {dst} "
                               "-j REJECT --reject-with icmp-port-unreachable")
+            filt.rules += [f"-A {FILTER_EXTERNAL_CHAIN} {_comment(sp.key + ' has no endpoints')} "
+                           f"{ext_dst} -j REJECT --reject-with icmp-port-unreachable"
+                           for ext_dst in external]
             if sp.node_port is not None:
                 filt.rules.append(
                     f"-A {FILTER_EXTERNAL_CHAIN} {_comment(sp.key + ' has no endpoints')} "
@@ -285,6 +321,16 @@ def build(services: Iterable[Obj], endpoints: Iterable[Obj], *,
         nat.chains.append(svc)
         services_rules.append(f"-A {SERVICES_CHAIN} {_comment(sp.key + ' cluster IP')} "
                               f"{dst} -j {svc}")
+        if external:
+            ext = ext_chain(sp.key, sp.protocol)
+            nat.chains.append(ext)
+            services_rules += [f"-A {SERVICES_CHAIN} {_comment(sp.key + ' loadbalancer IP')} "
+                               f"{ext_dst} -j {ext}" for ext_dst in external]
+            chain_rules += [
+                (f"-A {ext} {_comment(f'masquerade traffic for {sp.key} external destinations')}"
+                 f" -j {MARK_MASQ_CHAIN}"),
+                f"-A {ext} -j {svc}",
+            ]
         if sp.node_port is not None:
             nodeport = _proto(sp.protocol, sp.node_port)
             source = f" ! -s {cidr}" if cidr else ""

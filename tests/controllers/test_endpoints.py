@@ -3,13 +3,27 @@ against an in-process API server (readiness flips, Service deletion)."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 import pytest
 from ctlharness import eventually, running
 
-from controlplane.client import ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES, ApiClient, NotFound
-from controlplane.controllers.endpoints import EndpointsController, desired_endpoints, find_port
+from controlplane.client import (
+    ENDPOINTS,
+    ENDPOINTSLICES,
+    PODS,
+    SERVICES,
+    ApiClient,
+    NotFound,
+)
+from controlplane.controllers.endpoints import (
+    TRIGGER_TIME_ANNOTATION,
+    EndpointsController,
+    desired_endpoints,
+    find_port,
+)
 from controlplane.controllers.endpointslice import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -215,6 +229,43 @@ async def test_endpoints_follow_pods_and_service(client: ApiClient) -> None:
                 return not await slice_conditions()
 
         await eventually(gone)
+
+
+async def test_endpoints_carry_the_time_of_the_change_that_triggered_them(
+        client: ApiClient) -> None:
+    """The annotation is RFC 3339 with fractional seconds, within the triggering change's call
+    and its write; a write without a new Pod or Service change behind it drops it."""
+    def stamp(ep: Obj) -> float | None:
+        value = (ep["metadata"].get("annotations") or {}).get(TRIGGER_TIME_ANNOTATION)
+        return datetime.fromisoformat(value).timestamp() if value else None
+
+    async def endpoints_with(ip_list: list[str]) -> Obj | None:
+        try:
+            ep = await client.get(ENDPOINTS, "default", "web")
+        except NotFound:
+            return None
+        return ep if ips(ep.get("subsets") or [], "addresses") == ip_list else None
+
+    async with running(EndpointsController(client).run()):
+        began = time.time()
+        await client.create(SERVICES, "default", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+        created = await eventually(lambda: endpoints_with([]))
+        first = stamp(created)
+        assert first is not None and began <= first <= time.time()
+        value = created["metadata"]["annotations"][TRIGGER_TIME_ANNOTATION]
+        assert value.endswith("Z") and "." in value
+
+        before_ready = time.time()
+        await make_pod(client, "a", "10.244.0.5", ready=True)
+        ready = await eventually(lambda: endpoints_with(["10.244.0.5"]))
+        second = stamp(ready)
+        assert second is not None and before_ready <= second <= time.time()
+
+        await client.update(ENDPOINTS, {**ready, "subsets": []})  # tampering: no trigger
+        repaired = await eventually(lambda: endpoints_with(["10.244.0.5"]))
+        assert stamp(repaired) is None
 
 
 async def test_service_without_selector_is_left_alone(client: ApiClient) -> None:

@@ -312,6 +312,9 @@ async def test_two_namespaces_talk_through_corral_wg_and_a_restart_reuses_it(
     assert "mtu 1420" in link and ",UP" in link
     route = sh("ip", "-n", a, "route", "show", "10.244.0.0/16").stdout
     assert f"dev {env_ifname[a]}" in route and "src 10.244.1.1" in route and "mtu 1420" in route
+    # The interface holds the gateway address: what MASQUERADE picks for proxied traffic.
+    held = sh("ip", "-n", a, "-o", "-4", "address", "show", "dev", env_ifname[a]).stdout
+    assert "inet 10.244.1.1/32" in held, held
     status = await uapi_get(ovl[a].socket_path)
     assert status.listen_port == 51820 and len(status.peers) == 1
 

@@ -1,6 +1,7 @@
 """The Service proxy's rules (pure): the exact iptables-restore text for a small case, the
-load-balancing probabilities, session affinity, NodePorts, Services without endpoints,
-determinism, chain names, and malformed input skipped rather than crashing."""
+load-balancing probabilities, session affinity, NodePorts, LoadBalancer ingress IPs, Services
+without endpoints, determinism, chain names, and malformed input skipped rather than
+crashing."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import pytest
 from controlplane.client import ENDPOINTS, SERVICES, ApiClient
 from nodeagent.proxy import Proxier, RecordingApplier
 from nodeagent.proxy.rules import (
+    JUMPS,
     MAX_CHAIN_LEN,
+    OWNED_PREFIXES,
     build,
+    ext_chain,
+    is_owned_chain,
     restore_input,
     sep_chain,
     svc_chain,
@@ -268,3 +273,61 @@ async def test_proxier_follows_services_and_endpoints(client: ApiClient) -> None
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- LoadBalancer ingress IPs ----------------------------------------------------------------
+
+EXT = ext_chain("default/web:http", "TCP")
+
+
+def load_balancer(*ingress: Obj, **spec: Any) -> Obj:
+    svc = service(type="LoadBalancer", ports=[{"name": "http", "port": 80, "protocol": "TCP",
+                                               "nodePort": 30080}], **spec)
+    svc["status"] = {"loadBalancer": {"ingress": list(ingress)}}
+    return svc
+
+
+def test_ingress_ips_mark_for_masquerade_and_jump_to_the_service() -> None:
+    svc = load_balancer({"ip": "198.19.255.1", "ipMode": "VIP"}, {"ip": "198.19.255.2"})
+    rules = build([svc], [endpoints(ips=["10.244.1.2"])], cluster_cidr="10.244.0.0/16")
+    assert EXT in rules.nat.chains and len(EXT) <= MAX_CHAIN_LEN
+    services = [r for r in rules.nat.rules if r.startswith("-A CORRAL-SERVICES ")]
+    assert services[1:3] == [
+        ('-A CORRAL-SERVICES -m comment --comment "default/web:http loadbalancer IP" '
+         f"-d 198.19.255.1/32 -p tcp -m tcp --dport 80 -j {EXT}"),
+        ('-A CORRAL-SERVICES -m comment --comment "default/web:http loadbalancer IP" '
+         f"-d 198.19.255.2/32 -p tcp -m tcp --dport 80 -j {EXT}"),
+    ]
+    assert services[-1].endswith("-j CORRAL-NODEPORTS")  # still last
+    assert [r for r in rules.nat.rules if r.startswith(f"-A {EXT} ")] == [
+        (f'-A {EXT} -m comment --comment "masquerade traffic for default/web:http external '
+         'destinations" -j CORRAL-MARK-MASQ'),
+        f"-A {EXT} -j {SVC}",
+    ]
+    assert is_owned_chain(EXT) and EXT.startswith(OWNED_PREFIXES)
+
+
+def test_ingress_ips_without_endpoints_are_rejected_for_outside_and_forwarded_traffic() -> None:
+    rules = build([load_balancer({"ip": "198.19.255.1"})], [endpoints(ips=[])])
+    assert EXT not in rules.nat.chains
+    assert not any("198.19.255.1" in r for r in rules.nat.rules)
+    assert ('-A CORRAL-EXTERNAL-FILTER -m comment --comment "default/web:http has no '
+            'endpoints" -d 198.19.255.1/32 -p tcp -m tcp --dport 80 -j REJECT --reject-with '
+            "icmp-port-unreachable") in rules.filter.rules
+    into_external = [(table, builtin) for table, builtin, args in JUMPS
+                     if args[-1] == "CORRAL-EXTERNAL-FILTER"]
+    assert into_external == [("filter", "INPUT"), ("filter", "FORWARD")]
+
+
+@pytest.mark.parametrize("svc", [
+    load_balancer({"ip": "198.19.255.1", "ipMode": "Proxy"}),  # the balancer rewrites it
+    load_balancer({"hostname": "lb.example.com"}, {"ip": "fd00::1"}, {"ip": "1.2.3.4 -j X"}),
+    {**load_balancer({"ip": "198.19.255.1"}), "spec": {**load_balancer()["spec"],
+                                                       "type": "NodePort"}},
+    {**load_balancer(), "status": {"loadBalancer": {"ingress": "198.19.255.1"}}},
+    {**load_balancer(), "status": None},
+])
+def test_ingress_entries_that_are_not_proxied(svc: Obj) -> None:
+    rules = build([svc], [endpoints(ips=["10.244.1.2"])])
+    assert not [c for c in rules.nat.chains if c.startswith("CORRAL-EXT-")]
+    assert len([r for r in rules.nat.rules if r.startswith("-A CORRAL-SERVICES ")]) == 2
