@@ -10,6 +10,7 @@ commands:
   up             a one-machine cluster in the foreground: controller + agent (corral up --help)
   down           remove the pods and pod network `corral up` left (corral down --help)
   lab            a multi-host lab on this machine, one namespace per host (corral lab --help)
+  chaos          fault scenarios against a lab, with a linearizability check (corral chaos --help)
   wg             a WireGuard interface, as wireguard-go runs one (corral wg [-f] <ifname>)
   join           get this node's credentials from a controller (corral join --help)
   agent          run the node agent on this host (corral agent --help)
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from controlplane.lab import main as lab
 
         return lab(args[1:])
+    if args[:1] == ["chaos"]:
+        from chaos.run import main as chaos
+
+        return chaos(args[1:])
     if args[:1] == ["wg"]:
         from overlay.main import main as wg
 

@@ -187,6 +187,10 @@ class LabState:
     nodes: list[Host] = field(default_factory=list)
     service_cluster_ip_range: str = DEFAULT_SERVICE_RANGE
     load_balancer_ip_pool: str = DEFAULT_LB_POOL
+    #: Controllers' flags for faster node-loss runs (None: the controllers' defaults).
+    node_monitor_grace_period: float | None = None
+    #: UNSAFE reads (no Raft barrier) on every controller: for showing a chaos run catches it.
+    unsafe_local_reads: bool = False
 
     @property
     def path(self) -> Path:
@@ -223,7 +227,9 @@ class LabState:
                        nodes=[Host(**h) for h in raw["nodes"]],
                        service_cluster_ip_range=raw.get("service_cluster_ip_range",
                                                         DEFAULT_SERVICE_RANGE),
-                       load_balancer_ip_pool=raw.get("load_balancer_ip_pool", DEFAULT_LB_POOL))
+                       load_balancer_ip_pool=raw.get("load_balancer_ip_pool", DEFAULT_LB_POOL),
+                       node_monitor_grace_period=raw.get("node_monitor_grace_period"),
+                       unsafe_local_reads=bool(raw.get("unsafe_local_reads", False)))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -469,6 +475,8 @@ def up(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
     state = plan(name, directory, args.controllers, args.nodes)
     state.service_cluster_ip_range = args.service_cluster_ip_range
     state.load_balancer_ip_pool = args.load_balancer_ip_pool
+    state.node_monitor_grace_period = args.node_monitor_grace_period
+    state.unsafe_local_reads = args.unsafe_local_reads
     state.save()  # first: from here on, `lab down` knows what to undo
     try:
         _up(state, progress)
@@ -518,7 +526,10 @@ def host_args(state: LabState, host: Host) -> list[str]:
                 "--secret-file", str(directory / SECRET_FILE),
                 "--pki-dir", str(directory / "pki"),
                 "--service-cluster-ip-range", state.service_cluster_ip_range,
-                "--load-balancer-ip-pool", state.load_balancer_ip_pool]
+                "--load-balancer-ip-pool", state.load_balancer_ip_pool,
+                *(["--node-monitor-grace-period", str(state.node_monitor_grace_period)]
+                  if state.node_monitor_grace_period is not None else []),
+                *(["--unsafe-local-reads"] if state.unsafe_local_reads else [])]
     d = directory / host.short
     return ["agent", "--kubeconfig", str(d / NODE_KUBECONFIG),
             "--tls-cert-file", str(d / SERVING_CERT),
@@ -795,6 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--load-balancer-ip-pool", default=DEFAULT_LB_POOL, metavar="CIDR",
                    help="LoadBalancer Services' external IPs, announced on the lab bridge "
                    "(default %(default)s)")
+    u.add_argument("--node-monitor-grace-period", type=float, default=None, metavar="SECONDS",
+                   help="controllers mark a silent node NotReady after this long (default: "
+                   "the controllers' 40 s)")
+    u.add_argument("--unsafe-local-reads", action="store_true",
+                   help="UNSAFE controllers that read without a Raft barrier, to show that "
+                   "`corral chaos` catches stale reads")
     common(u)
     s = verbs.add_parser("status", help="processes, the leader, nodes Ready")
     s.add_argument("--dir", type=Path, default=DEFAULT_DIR)

@@ -62,6 +62,11 @@ class StateMachineStore(Store):
     def _request_id() -> bytes:
         return uuid.uuid4().bytes
 
+    def digest(self) -> tuple[int, str]:
+        """(revision, hash) of the local replica's state, for comparing replicas."""
+        with self._lock:
+            return self._sm.revision, self._sm.digest()
+
     # -- reads ----------------------------------------------------------------------------
 
     async def get(self, key: str, *, serializable: bool = False) -> tuple[KeyValue | None, int]:

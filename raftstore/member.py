@@ -45,6 +45,10 @@ def add_raft_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
     p.add_argument("--election-timeout", type=float, nargs=2, default=(1.0, 2.0),
                    metavar=("MIN", "MAX"), help="seconds (default 1.0 2.0, as etcd)")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--unsafe-local-reads", action="store_true",
+                   help="UNSAFE, only to show that the chaos checker catches it: reads answer "
+                   "from this member's replica without a Raft read barrier, so a member cut "
+                   "off from the leader serves stale data")
 
 
 def _read_secret(args: argparse.Namespace) -> str:
@@ -66,6 +70,7 @@ def raft_config(args: argparse.Namespace) -> RaftConfig:
         fsync=FsyncPolicy(args.fsync),
         heartbeat=args.heartbeat,
         election_timeout=tuple(args.election_timeout),
+        unsafe_local_reads=args.unsafe_local_reads,
     )
 
 

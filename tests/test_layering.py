@@ -2,6 +2,7 @@
 
     overlay      <- nodeagent -> controlplane.client
     raftstore    <- controlplane
+    chaos        -> controlplane.client, .lab, .auth (it drives a lab from outside)
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("raftstore", "controlplane", "nodeagent", "overlay")
+PACKAGES = ("raftstore", "controlplane", "nodeagent", "overlay", "chaos")
 #: package -> what of ours it may import (module prefixes).
 ALLOWED = {
     "raftstore": (),
     "overlay": (),
     "controlplane": ("raftstore",),
     "nodeagent": ("overlay", "controlplane.client"),
+    "chaos": ("controlplane.client", "controlplane.lab", "controlplane.auth"),
 }
 #: The composition roots: the ``corral`` command dispatches to every package's entry point, and
 #: ``corral up`` runs a controller and an agent in one process, ``corral lab`` starts both as

@@ -109,6 +109,7 @@ class ApiServer:
             get(path, self._health)
             get(path + "/", self._health)
         get("/metrics", self._metrics)
+        get("/corral/v1/digest", self._digest)
         get("/openapi/v3", self._openapi_index)
         get("/openapi/v3/{path:.+}", self._openapi_doc)
         for path in ("/api", "/api/"):
@@ -326,6 +327,17 @@ class ApiServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": self.metrics.content_type})
+
+    async def _digest(self, request: web.Request) -> web.Response:
+        """This controller's replica: (revision, hash of the keyspace), equal on replicas that
+        applied the same log (chaos runs compare them after healing), as ``corral store
+        serve`` answers it."""
+        digest = getattr(self.store.inner, "digest", None)
+        if digest is None:
+            raise errors.ApiError(404, "NotFound",
+                                  "this controller has no replica of its own (external etcd)")
+        revision, value = await asyncio.to_thread(digest)
+        return web.json_response({"revision": str(revision), "digest": value})
 
     async def _openapi_index(self, request: web.Request) -> web.Response:
         return web.json_response(openapi.index())

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-#: How often leadership is checked: loops start within this long of gaining it.
-POLL_SECONDS = 0.2
+#: How often leadership is checked (reading the Raft role is a few attribute reads): loops
+#: start within this long of gaining it.
+POLL_SECONDS = 0.05
 #: Pause before restarting a loop that ended on its own.
 RESTART_SECONDS = 1.0
 

@@ -582,6 +582,18 @@ async def test_health_version_metrics(api: Api) -> None:
     assert "corral_store_request_duration_seconds_bucket" in text
 
 
+async def test_digest_of_the_replica_follows_writes(api: Api) -> None:
+    """``/corral/v1/digest``: what chaos runs compare across controllers after healing."""
+    status, before, _ = await api.call("GET", "/corral/v1/digest")
+    assert status == 200 and len(before["digest"]) == 64 and int(before["revision"]) > 0
+    status, again, _ = await api.call("GET", "/corral/v1/digest")
+    assert again == before  # nothing written in between: the same state, the same hash
+    await api.call("POST", CM, {"metadata": {"name": "digest-me"}, "data": {"k": "v"}})
+    status, after, _ = await api.call("GET", "/corral/v1/digest")
+    assert int(after["revision"]) > int(before["revision"])
+    assert after["digest"] != before["digest"]
+
+
 async def test_too_many_requests(api: Api) -> None:
     api.server.limits[False] = 0
     status, body, headers = await api.call("GET", CM)
