@@ -39,7 +39,14 @@ from raftstore.base import StateMachineStore
 from raftstore.commands import Command, pack_batch, unpack_batch
 from raftstore.durability import FsyncPolicy, SyncedJournal, check_data_dir
 from raftstore.statemachine import DEFAULT_HISTORY_LIMIT, KVStateMachine
-from raftstore.store import InvalidRequest, Member, Status, StoreError, TxnResult, Unavailable
+from raftstore.store import (
+    InvalidRequest,
+    Member,
+    Status,
+    StoreError,
+    TxnResult,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +131,7 @@ class _Replica(SyncObj):
         )
         super().__init__(config.address, [p for p in config.peers if p != config.address], conf)
         _keep_next_index_monotonic(self)
+        _truncate_only_at_conflicts(self)
         self.state = KVStateMachine(history_limit=config.history_limit)
 
     @replicated
@@ -167,6 +175,111 @@ def _keep_next_index_monotonic(replica: SyncObj) -> None:
     transport.setOnMessageReceivedCallback(on_message)
 
 
+def _truncate_only_at_conflicts(replica: SyncObj) -> None:
+    """Make a follower delete log entries only where they conflict with the leader's (Raft).
+
+    pysyncobj's follower deletes everything after ``prevLogIdx`` whenever it holds more
+    entries, even when every entry it holds there is the leader's own, and it never deletes
+    an entry whose term conflicts with the leader's: it only answers with a reset. Both hurt:
+
+    * Livelock (the member that "never catches up" after partition-leader and pause-leader).
+      A deposed leader keeps a few uncommitted entries of its old term. The new leader
+      pipelines a burst (prevLogIdx 1155, 1530, 1913, ...); the follower answers the first
+      with "conflict, next 1155" and every later one with "beyond my log, next 1156" (its
+      unchanged end). The leader applies the replies in order, ends at 1156, sends prevLogIdx
+      1155 again, and so on forever: traced for minutes, log end 1155, commit 1152, leader at
+      4647, TCP links up, every write through that member timing out.
+    * Deleted acknowledged entries (``CRITICAL truncating already-applied log entries`` after
+      pause-leader). Any append with a lower ``prevLogIdx`` than the follower's end (a
+      heartbeat built from a nextIndex that a late reset pulled back, or a message that
+      overtook others across an old and a new connection after SIGCONT) erased entries the
+      follower had acknowledged, and had applied: Raft forbids it, a majority may then lack
+      a committed entry.
+
+    Before pysyncobj sees an ``append_entries`` this trims it to what Raft would do:
+
+    * ``prevLogIdx`` conflicts (held, other term): delete from there on (never at or below
+      the commit index). pysyncobj then answers "next = prevLogIdx" as before, and every
+      later answer of the burst agrees with it (the end moved down too), so the leader walks
+      back one index per round trip instead of bouncing.
+    * Entries the follower already holds with the same term are dropped from the message and
+      ``prevLogIdx`` moved past them, so pysyncobj deletes only from a real conflict.
+    * A message that brings nothing new is turned into a heartbeat at the highest index known
+      to match this leader's log: the entries of the message, what this term's leader already
+      had acknowledged, or what is committed. Only an unconfirmed tail above all of these is
+      still dropped (never acknowledged in this term, never applied).
+
+    Replies keep pysyncobj's meaning: success with the next index after a matched prefix,
+    or a reset. Messages split in chunks (``transmission``, entries over 64 KiB) pass as they
+    are, as do messages of older terms (pysyncobj ignores them).
+    """
+    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
+    handle = transport._onMessageReceivedCallback
+    confirmed = [-1, 0]  # [term, index]: this term's leader matched our log up to index
+
+    def on_message(node: Any, message: Any) -> None:
+        if (isinstance(message, dict) and message.get("type") == "append_entries"
+                and message.get("prevLogIdx") is not None and "transmission" not in message
+                and message.get("term", -1) >= replica.raftCurrentTerm):
+            message = _trim_append_entries(replica, message, confirmed)
+        handle(node, message)
+
+    transport.setOnMessageReceivedCallback(on_message)
+
+
+def _trim_append_entries(replica: SyncObj, message: dict[str, Any],
+                         confirmed: list[int]) -> dict[str, Any]:
+    journal = replica._SyncObj__raftLog  # type: ignore[attr-defined]
+    first, last = journal[0][1], journal[-1][1]
+    term = message["term"]
+    if confirmed[0] != term:
+        confirmed[:] = [term, 0]
+    commit = replica.raftCommitIndex
+    prev = message["prevLogIdx"]
+    if prev < first or prev > last:
+        return message  # pysyncobj answers with a reset to our end
+    if journal[prev - first][2] != message["prevLogTerm"]:
+        if prev <= commit:
+            log.error("leader's entry %d conflicts with a committed one; not deleting", prev)
+            return message
+        _delete_entries_from(replica, prev)
+        confirmed[1] = min(confirmed[1], prev - 1)
+        return message
+    entries = message.get("entries") or []
+    held = 0
+    for entry in entries:
+        idx = entry[1]
+        if idx > last or journal[idx - first][2] != entry[2]:
+            break
+        held += 1
+    if held < len(entries):
+        # entries[held] is new (after our end) or conflicts: pysyncobj deletes from there on
+        # and appends the rest; our log then matches the leader's up to the last entry.
+        confirmed[1] = max(confirmed[1], entries[-1][1])
+        if held == 0:
+            return message
+        start = prev + held
+        return {**message, "prevLogIdx": start, "prevLogTerm": journal[start - first][2],
+                "entries": entries[held:]}
+    keep = max(prev + held, min(max(confirmed[1], commit), last))
+    confirmed[1] = max(confirmed[1], keep)
+    if keep == prev and keep == last:
+        return message
+    return {**message, "prevLogIdx": keep, "prevLogTerm": journal[keep - first][2],
+            "entries": []}
+
+
+def _delete_entries_from(replica: SyncObj, index: int) -> None:
+    """Delete log entries from ``index`` on, undoing the membership changes among them."""
+    entries = replica._SyncObj__getEntries(index)  # type: ignore[attr-defined]
+    if replica.conf.dynamicMembershipChange:
+        for entry in reversed(entries):
+            change = replica._SyncObj__parseChangeClusterRequest(entry[0])  # type: ignore[attr-defined]
+            if change is not None:
+                replica._SyncObj__doChangeCluster(change, reverse=True)  # type: ignore[attr-defined]
+    replica._SyncObj__deleteEntriesFrom(index)  # type: ignore[attr-defined]
+
+
 #: Every link carries something this often, well inside pysyncobj's connectionTimeout (2 s).
 KEEPALIVE_SECONDS = 0.5
 #: A message type pysyncobj's dispatcher ignores (it acts on the types it knows only).
@@ -183,11 +296,16 @@ class _LinkKeepAlive:
     election takes a second round (1-2 s more). Measured with bench/failover.py: every kill
     cost two terms. A small message each way every ``KEEPALIVE_SECONDS`` keeps each link read,
     so the timeout still catches dead or partitioned peers and the vote request arrives.
+
+    Only links that finished pysyncobj's handshake get one (``connectedNodes``, as for
+    append_entries): a new outgoing link counts as connected at the TCP level before the
+    peers exchanged their keys and addresses, and a message sent then reaches the other side
+    unwrapped; it fails to decode there and the link is dropped again.
     """
 
     def __init__(self, replica: SyncObj) -> None:
         self._transport = replica._SyncObj__transport  # type: ignore[attr-defined]
-        self._nodes = replica._SyncObj__otherNodes  # type: ignore[attr-defined]
+        self._nodes = replica._SyncObj__connectedNodes  # type: ignore[attr-defined]
         self._next = 0.0
 
     def tick(self) -> None:
@@ -397,7 +515,7 @@ class RaftStore(StateMachineStore):
             self._replica.apply_batch(entry, callback=callback)
             try:
                 results, error = await asyncio.wait_for(done, min(remaining, 2.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue  # outcome unknown: resubmit, the request ids make it idempotent
             if error == FAIL_REASON.SUCCESS:
                 break
@@ -463,7 +581,7 @@ class RaftStore(StateMachineStore):
         change(name, callback=callback)
         try:
             _, error = await asyncio.wait_for(done, self.config.request_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"membership change for {name} timed out") from None
         if error != FAIL_REASON.SUCCESS:
             raise StoreError(f"membership change for {name} refused (pysyncobj reason {error})")

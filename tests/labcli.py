@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,21 @@ def check_privileged(require: Callable[[str], None]) -> None:
             require(tool)
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         require("a running Docker engine")
+
+
+@contextmanager
+def lab_up(require: Callable[[str], None], parent: Path, prefix: str, *args: str
+           ) -> Iterator[tuple[str, Path]]:
+    """``corral lab up <args>`` under a unique name starting with ``prefix``; its name and
+    directory for the block; ``lab down`` after it, whatever happened."""
+    check_privileged(require)
+    name, directory = prefix + uuid.uuid4().hex[:6], parent / "lab"
+    try:
+        up = corral_lab("up", "--dir", str(directory), "--name", name, *args)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield name, directory
+    finally:
+        corral_lab("down", "--dir", str(directory), "--name", name)
 
 
 def netns_names() -> list[str]:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,10 +28,10 @@ from typing import Any
 import pytest
 import yaml
 from labcli import (
-    check_privileged,
     client,
     corral_lab,
     kubectl,
+    lab_up,
     pod_netns,
     run,
     running_pods,
@@ -155,19 +154,13 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(require: Callable[[str], None], tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Lab]:
-    check_privileged(require)
-    name, directory = "s" + uuid.uuid4().hex[:6], tmp_path_factory.mktemp("lab") / "lab"
-    try:
-        up = corral_lab("up", "--controllers", "3", "--nodes", str(NODES), "--dir",
-                        str(directory), "--name", name,
-                        "--service-cluster-ip-range", SERVICE_RANGE)
-        assert up.returncode == 0, up.stdout + up.stderr
+    with lab_up(require, tmp_path_factory.mktemp("lab"), "s", "--controllers", "3",
+                "--nodes", str(NODES), "--service-cluster-ip-range", SERVICE_RANGE
+                ) as (name, directory):
         doc = yaml.safe_load((directory / "admin.kubeconfig").read_text())
         urls = [c["cluster"]["server"] for c in doc["clusters"]]
         node_ips = {f"{name}-n{i}": f"198.18.1.{10 + i}" for i in range(1, NODES + 1)}
         yield Lab(name, directory, urls, node_ips)
-    finally:
-        corral_lab("down", "--dir", str(directory), "--name", name)
 
 
 def web_deployment(replicas: int) -> dict[str, Any]:
