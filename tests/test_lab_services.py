@@ -370,7 +370,7 @@ def test_nodeport_on_every_node_and_loadbalancer_ip_from_outside(lab: Lab, web: 
     node_port_svc, lb = run(create())
     node_port = next(p["nodePort"] for p in node_port_svc["spec"]["ports"] if p["port"] == 80)
     expected = names(web["backends"])
-    with outside(lab) as argv:
+    with OutsideNamespace(lab) as argv:
         for ip in lab.node_ips.values():
             answered_from(argv, ip, node_port, expected)
         external = wait_ingress(lab, "web-lb")
@@ -395,7 +395,7 @@ def wait_ingress(lab: Lab, name: str, timeout: float = 20.0) -> str:
     return ip
 
 
-class outside:
+class OutsideNamespace:
     """A namespace on the lab's bridge that is no node and no pod (198.18.2.10): argv prefix
     to run in it. Removed at the end of the block."""
 
