@@ -64,6 +64,7 @@ class ChaosOptions:
     seed: int | None = None
     keys: int = 8
     clients: int = 6
+    rebind: float = 0.0
     check_seconds: float = CHECK_SECONDS_PER_KEY
 
 
@@ -101,7 +102,8 @@ def run_chaos(options: ChaosOptions) -> Report:
                                              tuple(h.name for h in state.nodes)))
     context = admin_ssl(state.path)
     workload = Workload(WorkloadConfig(urls=state.urls, ssl=context, keys=options.keys,
-                                       clients=options.clients, seed=seed))
+                                       clients=options.clients, rebind=options.rebind,
+                                       seed=seed))
     with _Loop() as loop:
         loop.call(workload.setup())
         stop_clients = loop.call(_event())
@@ -168,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="default: a random one, reported")
     r.add_argument("--keys", type=int, default=8, help="registers (ConfigMaps)")
     r.add_argument("--clients", type=int, default=6)
+    r.add_argument("--rebind", type=float, default=0.0, metavar="P",
+                   help="chance per operation that a client moves to a random controller "
+                   "(default 0: clients move only when theirs fails)")
     r.add_argument("--check-seconds", type=float, default=CHECK_SECONDS_PER_KEY,
                    help="the checker's budget per key; beyond it a key is 'unknown'")
     verbs.add_parser("list", help="the scenarios")
@@ -182,6 +187,8 @@ def _validate(args: argparse.Namespace) -> None:
             raise ScenarioError(f"--{name.replace('_', '-')} must not be negative")
     if not 1 <= args.keys <= 1000 or not 1 <= args.clients <= 64:
         raise ScenarioError("--keys must be 1..1000 and --clients 1..64")
+    if not 0.0 <= args.rebind <= 1.0:
+        raise ScenarioError("--rebind must be 0..1")
     if args.steps is not None and args.steps < 1:
         raise ScenarioError("--steps must be at least 1")
 
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             scenario=args.scenario, lab_dir=args.lab_dir.resolve(), out=args.out,
             duration=args.duration, interval=args.interval, hold=args.hold,
             restart_delay=args.restart_delay, steps=args.steps, seed=args.seed,
-            keys=args.keys, clients=args.clients, check_seconds=args.check_seconds)
+            keys=args.keys, clients=args.clients, rebind=args.rebind,
+            check_seconds=args.check_seconds)
         report = run_chaos(options)
     except (ScenarioError, FaultError, LabError, OSError, RuntimeError) as exc:
         sys.stderr.write(f"corral chaos: {exc}\n")

@@ -6,7 +6,7 @@ Each operation is exactly one HTTP request, sent to one controller and never ret
 after an unanswered request could apply a write twice, which the history could not describe (so
 ``ApiClient``, which fails over and retries, is not used here). A client talks to one controller
 at a time, moves to the next one after a failure, as users spread over a cluster's addresses do,
-and now and then to a random one (``REBIND``), so that every controller keeps some clients.
+and with ``rebind`` now and then to a random one, so that every controller keeps some clients.
 
 What an answer means for the history (``classify``): 2xx is ``ok``; an answer that says nothing
 was applied (4xx: 404, 409, 422, 429) is ``fail``; anything else (a timeout, a 5xx, a connection
@@ -45,10 +45,6 @@ NAMESPACE = "chaos"
 #: The register's field in the ConfigMap's data.
 FIELD = "v"
 SETUP_CLIENT = -1
-#: The chance, after each answered operation, that a client moves to a random controller:
-#: failovers alone would gather the clients on the controllers that were never hit, and a
-#: fault's target (a cut-off leader above all) must keep serving some of them.
-REBIND = 0.05
 #: Statuses that say the request was refused before anything was applied.
 DEFINITE_FAILURES = frozenset({400, 403, 404, 409, 422, 429})
 
@@ -66,6 +62,10 @@ class WorkloadConfig:
     #: Pause between a client's operations, seconds (keeps histories checkable).
     think: float = 0.02
     timeout: float = 5.0
+    #: The chance, after each answered operation, that a client moves to a random controller.
+    #: Failovers alone gather the clients on controllers that were never hit; with rebinding a
+    #: fault's target (a cut-off leader above all) keeps serving some of them. 0: sticky.
+    rebind: float = 0.0
     seed: int = 0
     namespace: str = NAMESPACE
 
@@ -215,7 +215,7 @@ class Workload:
                 healthy = await self._cas(client, url, key)
             if not healthy:  # this controller did not answer: the next one
                 client.url_index = (client.url_index + 1) % len(self.config.urls)
-            elif rng.random() < REBIND:  # now and then another, so every controller is used
+            elif rng.random() < self.config.rebind:  # now and then another controller
                 client.url_index = rng.randrange(len(self.config.urls))
             await asyncio.sleep(self.config.think)
 
