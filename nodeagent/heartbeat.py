@@ -9,10 +9,11 @@ back: the controller never sets Ready=True itself.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
 from typing import Any
 
 from controlplane.client import LEASES, NODES, ApiClient, NotFound
+from controlplane.client.timestamps import format_micro_time, format_time
 
 LEASE_NAMESPACE = "kube-node-lease"
 #: The kubelet renews its Lease every 10 s with a 40 s duration.
@@ -23,12 +24,12 @@ Obj = dict[str, Any]
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(time.time())
 
 
 def now_micro() -> str:
     """MicroTime, as Lease's renewTime is typed."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro_time(time.time())
 
 
 async def renew_lease(client: ApiClient, node_name: str, *,

@@ -34,6 +34,7 @@ from ..client import (
     Conflict,
     NotFound,
 )
+from ..client.timestamps import format_micro_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ LEASE_SECONDS = 15
 RENEW_SECONDS = 10.0
 #: Compare-and-swap rounds on the Endpoints per sync before waiting for the next.
 CONFLICT_ATTEMPTS = 3
-_MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _utcnow() -> datetime:
@@ -81,11 +81,11 @@ def live_addresses(leases: list[Obj], now: datetime) -> list[tuple[str, int]]:
         try:
             ip, port = str(holder).rsplit(":", 1)
             ipaddress.ip_address(ip.strip("[]"))
-            at = datetime.strptime(str(renewed), _MICROTIME).replace(tzinfo=UTC)
             duration = int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
         except ValueError:
             continue
-        if (now - at).total_seconds() <= duration:
+        at = parse_time(renewed)
+        if at is not None and now.timestamp() - at <= duration:
             live.add((ip.strip("[]"), int(port)))
     return sorted(live, key=lambda a: (ipaddress.ip_address(a[0]), a[1]))
 
@@ -137,7 +137,7 @@ class ApiServerEndpoints:
     async def _renew(self) -> None:
         spec = {"holderIdentity": f"{self.address}:{self.port}",
                 "leaseDurationSeconds": self._lease_seconds,
-                "renewTime": self._clock().strftime(_MICROTIME)}
+                "renewTime": format_micro_time(self._clock())}
         try:
             lease = await self._client.get(LEASES, NAMESPACE, self._name)
         except NotFound:

@@ -37,7 +37,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from ..client import (
@@ -54,6 +53,7 @@ from ..client import (
     key_of,
     run_controller,
 )
+from ..client.timestamps import format_micro_time
 from .pods import pod_ready
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def endpoints_labels(service: Obj) -> dict[str, str]:
 
 def format_trigger_time(seconds: float) -> str:
     """RFC 3339 in UTC with microseconds (Kubernetes writes RFC3339Nano)."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro_time(seconds)
 
 
 def with_trigger_time(meta: Obj, trigger: float | None) -> Obj:

@@ -14,10 +14,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from ..client import EVENTS, ApiClient, ApiError, Conflict, NotFound, key_of
+from ..client.timestamps import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ PAGE = 500
 CONCURRENT_DELETES = 8
 
 Obj = dict[str, Any]
-_LAYOUTS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def last_seen(event: Obj) -> float | None:
@@ -40,12 +39,9 @@ def last_seen(event: Obj) -> float | None:
     meta = event.get("metadata") or {}
     for text in (event.get("lastTimestamp"), event.get("eventTime"),
                  meta.get("creationTimestamp")):
-        for layout in _LAYOUTS:
-            try:
-                moment = datetime.strptime(str(text), layout)
-            except ValueError:
-                continue
-            return moment.replace(tzinfo=timezone.utc).timestamp()
+        moment = parse_time(text)
+        if moment is not None:
+            return moment
     return None
 
 

@@ -16,10 +16,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..client import LEASES, AlreadyExists, ApiClient, ApiError, Conflict, NotFound
+from ..client.timestamps import format_micro_time
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,10 @@ RENEW_SECONDS = 2.0
 #: Stop leading this long before the lease could be taken over.
 SAFETY_MARGIN_SECONDS = 3.0
 
-_MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class LeaseElector:
@@ -77,7 +77,7 @@ class LeaseElector:
         """One round: True if this candidate holds the lease afterwards."""
         now = self._clock()
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self._lease_seconds,
-                "renewTime": now.strftime(_MICROTIME)}
+                "renewTime": format_micro_time(now)}
         try:
             lease = await self._client.get(LEASES, self._namespace, self._name)
         except NotFound:

@@ -20,7 +20,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from ..client import (
@@ -34,6 +33,7 @@ from ..client import (
     NotFound,
 )
 from ..client.events import NORMAL, EventRecorder
+from ..client.timestamps import format_time, parse_time
 from .pods import NODE_INDEX, node_of
 from .scheduling.filters import tolerates
 
@@ -46,24 +46,8 @@ TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 NODE_MONITOR_GRACE_SECONDS = 40.0
 #: DefaultTolerationSeconds admission's default for not-ready/unreachable.
 EVICTION_TIMEOUT_SECONDS = 300.0
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 Obj = dict[str, Any]
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", _TIME):
-        try:
-            return datetime.strptime(text, layout).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            continue
-    return None
-
-
-def _format(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).strftime(_TIME)
 
 
 def _ready(node: Obj) -> str | None:
@@ -161,14 +145,14 @@ class NodeLifecycleController:
                 conditions.append({"type": "Ready", "status": "Unknown",
                                    "reason": "NodeStatusUnknown",
                                    "message": "Kubelet stopped posting node status.",
-                                   "lastTransitionTime": _format(now)})
+                                   "lastTransitionTime": format_time(now)})
                 node = await self._client.update(NODES, {**node, "status": {
                     **(node.get("status") or {}), "conditions": conditions}},
                     subresource="status")
             spec = dict(node.get("spec") or {})
             old = spec.get("taints") or []
             added = next((t.get("timeAdded") for t in old if t.get("key") == TAINT_UNREACHABLE
-                          and t.get("effect") == "NoExecute"), None) or _format(now)
+                          and t.get("effect") == "NoExecute"), None) or format_time(now)
             taints = [t for t in old if t.get("key") != TAINT_UNREACHABLE]
             taints += [{"key": TAINT_UNREACHABLE, "effect": "NoSchedule"},
                        {"key": TAINT_UNREACHABLE, "effect": "NoExecute", "timeAdded": added}]
@@ -202,7 +186,7 @@ class NodeLifecycleController:
                 if taint.get("effect") != "NoExecute" or \
                         taint.get("key") not in (TAINT_UNREACHABLE, TAINT_NOT_READY):
                     continue
-                since = _parse_time(taint.get("timeAdded")) or now
+                since = parse_time(taint.get("timeAdded")) or now
                 for pod in self._pods.by_index(NODE_INDEX, node["metadata"]["name"]):
                     await self._maybe_evict(pod, taint["key"], now - since)
 

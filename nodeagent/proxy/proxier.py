@@ -40,7 +40,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from controlplane.client import (
@@ -52,6 +51,7 @@ from controlplane.client import (
     key_of,
 )
 from controlplane.client.tasks import spawn
+from controlplane.client.timestamps import parse_time
 from nodeagent.proxy.rules import ProxyRules, build
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,7 @@ def trigger_time(endpoints: Obj | None) -> float | None:
     """The Endpoints' trigger-time annotation as seconds since the epoch; None when absent or
     not RFC 3339 with a zone."""
     annotations = ((endpoints or {}).get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(TRIGGER_TIME_ANNOTATION)
-    try:
-        stamp = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return stamp.timestamp() if stamp is not None and stamp.tzinfo is not None else None
+    return parse_time(annotations.get(TRIGGER_TIME_ANNOTATION))
 
 
 class Applier(Protocol):
