@@ -435,7 +435,29 @@ def _preflight() -> None:
         raise LabError(f"the nodes run pods in Docker: {exc}") from None
 
 
-def _refuse_existing(name: str, directory: Path) -> None:
+def _namespace_pids(namespaces: list[str]) -> set[int]:
+    pids: set[int] = set()
+    for ns in namespaces:
+        out = _run("ip", "netns", "pids", ns, check=False).stdout
+        pids.update(int(p) for p in out.split() if p.isdigit())
+    pids.discard(os.getpid())
+    return pids
+
+
+def _remains_of_lab(holder: str) -> str | None:
+    """The lab whose bridge ``holder`` is, when not one process runs in any of its namespaces
+    any more: what a killed ``lab up`` or an interrupted test run leaves. Nothing of it can
+    be in use, so a new lab may take its place; a live lab is never named here."""
+    other = holder.removeprefix(BRIDGE_PREFIX)
+    if other == holder or not NAME_RE.fullmatch(other):
+        return None
+    mine = host_re(other)
+    if _namespace_pids([n for n in _netns_list() if mine.fullmatch(n)]):
+        return None
+    return other
+
+
+def _refuse_existing(name: str, directory: Path, progress: Callable[[str], None]) -> None:
     if (directory / STATE_FILE).exists():
         raise LabError(f"a lab is recorded in {directory / STATE_FILE}: "
                        f"`corral lab down --dir {directory}` first")
@@ -450,8 +472,13 @@ def _refuse_existing(name: str, directory: Path) -> None:
                if f" {GATEWAY}/" in line]
     if holders and not taken:
         # Every lab uses the same addresses: two at once would route to one of them only.
-        raise LabError(f"{holders[0]} holds {GATEWAY} already: one lab at a time on a "
-                       "machine (`corral lab down` the other)")
+        other = _remains_of_lab(holders[0])
+        if other is None:
+            raise LabError(f"{holders[0]} holds {GATEWAY} already: one lab at a time on a "
+                           "machine (`corral lab down` the other)")
+        progress(f"lab {other} holds {GATEWAY} but nothing runs in it (an interrupted run): "
+                 "removing its remains")
+        remove_lab(other, None, progress)
     if taken:
         raise LabError(f"lab {name!r} exists already ({', '.join(sorted(set(taken)))}): "
                        f"`corral lab down --name {name} --dir DIR` first, or another --name")
@@ -470,7 +497,7 @@ def up(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
         raise LabError(f"--service-cluster-ip-range: {exc}") from None
     _preflight()
     directory: Path = args.dir.resolve()
-    _refuse_existing(name, directory)
+    _refuse_existing(name, directory, progress)
     directory.mkdir(mode=MODE_DIR, parents=True, exist_ok=True)
     state = plan(name, directory, args.controllers, args.nodes)
     state.service_cluster_ip_range = args.service_cluster_ip_range
@@ -728,15 +755,26 @@ def down(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
     validate_name(name)
     if os.geteuid() != 0:
         raise LabError("removing the lab's namespaces needs root")
+    remove_lab(name, state, progress)
+    if args.keep or not directory.exists():
+        pass
+    elif state is not None:
+        shutil.rmtree(directory)
+        progress(f"deleted {directory}")
+    else:
+        progress(f"left {directory}: it holds no {STATE_FILE}, so it is no lab's")
+    progress(f"lab {name} is down")
+
+
+def remove_lab(name: str, state: LabState | None, progress: Callable[[str], None]) -> None:
+    """Everything of lab ``name`` in the kernel and in Docker (its directory stays): its
+    processes, pod containers, namespaces, bridge and FORWARD rule."""
     mine = host_re(name)
     namespaces = [n for n in _netns_list() if mine.fullmatch(n)]
 
     # Recorded processes (verified by start time), and whatever else runs in a lab namespace.
     pids = {h.pid for h in (state.hosts if state else []) if alive(h)}
-    for ns in namespaces:
-        out = _run("ip", "netns", "pids", ns, check=False).stdout
-        pids.update(int(p) for p in out.split() if p.isdigit())
-    pids.discard(os.getpid())
+    pids |= _namespace_pids(namespaces)
     if pids:
         killed = stop_processes(pids)
         progress(f"stopped {len(pids)} processes" + (f" ({killed} with SIGKILL)" if killed else ""))
@@ -771,14 +809,6 @@ def down(args: argparse.Namespace, progress: Callable[[str], None]) -> None:
         progress(f"deleted {len(namespaces)} namespaces and the bridge {bridge_name(name)}")
     if docker_error is not None:
         raise docker_error
-    if args.keep or not directory.exists():
-        pass
-    elif state is not None:
-        shutil.rmtree(directory)
-        progress(f"deleted {directory}")
-    else:
-        progress(f"left {directory}: it holds no {STATE_FILE}, so it is no lab's")
-    progress(f"lab {name} is down")
 
 
 # -- the command -------------------------------------------------------------------------------

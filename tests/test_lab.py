@@ -5,7 +5,8 @@ What it must show: every controller answers (one kubeconfig context each), both 
 Ready, a Deployment's pods run and answer HTTP from inside their node's namespace; SIGKILL of the
 leading controller leaves an API that answers and schedules a new pod; ``lab status`` tells who
 is dead and who leads; ``lab down`` leaves no namespace, bridge, FORWARD rule or pod container,
-and running it again is fine. ``lab down`` also removes a crashed lab by its names alone.
+and running it again is fine. ``lab down`` also removes a crashed lab by its names alone, and
+``lab up`` takes the place of a lab in which nothing runs any more (never of a live one).
 
 Pods on different nodes reach each other by Pod IP through the overlay (issue 6), and a capture
 on the lab's bridge during such a request sees, between the nodes, only WireGuard messages and
@@ -378,6 +379,42 @@ def test_down_removes_a_crashed_lab_by_its_names(lab: tuple[str, Path]) -> None:
     finally:
         subprocess.run(["ip", "netns", "del", other], check=False)
         sleeper.kill()
+
+
+@pytest.mark.privileged
+def test_up_takes_the_place_of_a_dead_lab_and_never_of_a_live_one(
+        lab: tuple[str, Path]) -> None:
+    """Another lab's bridge holds the gateway: while a process runs in one of its namespaces
+    ``lab up`` refuses; once none does (a killed run's remains) they are removed."""
+    from controlplane import lab as labmod
+
+    name, directory = lab
+    other = f"{name}z"
+    said: list[str] = []
+    for argv in (["ip", "link", "add", "name", f"crl-{other}", "type", "bridge"],
+                 ["ip", "addr", "add", f"{labmod.GATEWAY}/15", "dev", f"crl-{other}"],
+                 ["ip", "netns", "add", f"{other}-c1"]):
+        subprocess.run(argv, check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", f"{other}-c1", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while not subprocess.run(["ip", "netns", "pids", f"{other}-c1"], capture_output=True,
+                                 text=True, check=False).stdout.strip():
+            assert time.monotonic() < deadline, "sleep never showed in the namespace"
+            time.sleep(0.1)
+        with pytest.raises(labmod.LabError, match="one lab at a time"):
+            labmod._refuse_existing(name, directory, said.append)
+        assert link_exists(f"crl-{other}") and f"{other}-c1" in netns_names()
+
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+        labmod._refuse_existing(name, directory, said.append)
+        assert not link_exists(f"crl-{other}") and f"{other}-c1" not in netns_names()
+        assert any(f"lab {other} holds" in line for line in said), said
+    finally:
+        sleeper.kill()
+        subprocess.run(["ip", "netns", "del", f"{other}-c1"], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", f"crl-{other}"], capture_output=True, check=False)
 
 
 def test_bad_flags_are_one_line_and_exit_2(tmp_path: Path) -> None:
