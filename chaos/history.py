@@ -44,6 +44,8 @@ class Operation:
 
     ``input``: None for a read, the value for a write, ``(expected, new)`` for a cas.
     ``output``: the value read, a cas's success, None for a write or an unknown outcome.
+    ``server``: the controller the request went to ("" when not recorded), so a witness
+    names who answered it.
     """
 
     client: int
@@ -54,6 +56,7 @@ class Operation:
     outcome: Outcome
     invoked: float
     returned: float
+    server: str = ""
 
     def __post_init__(self) -> None:
         if (self.outcome is Outcome.UNKNOWN) != math.isinf(self.returned):
@@ -74,6 +77,7 @@ class Operation:
             "outcome": self.outcome.value,
             "invoked": self.invoked,
             "returned": None if math.isinf(self.returned) else self.returned,
+            "server": self.server,
         }
 
     @classmethod
@@ -90,6 +94,7 @@ class Operation:
             outcome=Outcome(obj["outcome"]),
             invoked=obj["invoked"],
             returned=math.inf if returned is None else returned,
+            server=obj.get("server", ""),
         )
 
 

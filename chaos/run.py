@@ -39,6 +39,7 @@ from chaos.scenarios import (
     run_scenario,
 )
 from chaos.workload import Workload, WorkloadConfig
+from controlplane.dirlock import Busy, holding
 from controlplane.lab import DEFAULT_DIR, LabError, admin_ssl
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ EXIT = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.UNKNOWN: 3}
 #: How long the replicas get to agree after healing, and the checker per key.
 REPLICA_TIMEOUT_S = 60.0
 CHECK_SECONDS_PER_KEY = 60.0
+#: In the lab's directory: held by the run playing on that lab.
+CHAOS_LOCK = "chaos.lock"
 
 
 @dataclass
@@ -100,26 +103,28 @@ def run_chaos(options: ChaosOptions) -> Report:
     state = faults.state
     check_scenario(options.scenario, Members(tuple(h.name for h in state.controllers),
                                              tuple(h.name for h in state.nodes)))
-    context = admin_ssl(state.path)
-    workload = Workload(WorkloadConfig(urls=state.urls, ssl=context, keys=options.keys,
-                                       clients=options.clients, rebind=options.rebind,
-                                       seed=seed))
-    with _Loop() as loop:
-        loop.call(workload.setup())
-        stop_clients = loop.call(_event())
-        started = time.monotonic()
-        clients = loop.submit(workload.run(stop_clients))
-        try:
-            timeline = run_scenario(options.scenario, faults, duration=options.duration,
-                                    interval=options.interval, hold=options.hold,
-                                    restart_delay=options.restart_delay, seed=seed,
-                                    stop=threading.Event(), max_steps=options.steps)
-        finally:
-            loop.loop.call_soon_threadsafe(stop_clients.set)
-            history = clients.result()
-        ended = time.monotonic()
-        check = loop.call(compare_replicas(state.urls, context, timeout=REPLICA_TIMEOUT_S))
-        final = loop.call(workload.final_values())
+    # Two workloads on one lab would each read the other's values as stale.
+    with holding(options.lab_dir, "corral chaos run", CHAOS_LOCK):
+        context = admin_ssl(state.path)
+        workload = Workload(WorkloadConfig(urls=state.urls, ssl=context, keys=options.keys,
+                                           clients=options.clients, rebind=options.rebind,
+                                           seed=seed))
+        with _Loop() as loop:
+            loop.call(workload.setup())
+            stop_clients = loop.call(_event())
+            started = time.monotonic()
+            clients = loop.submit(workload.run(stop_clients))
+            try:
+                timeline = run_scenario(options.scenario, faults, duration=options.duration,
+                                        interval=options.interval, hold=options.hold,
+                                        restart_delay=options.restart_delay, seed=seed,
+                                        stop=threading.Event(), max_steps=options.steps)
+            finally:
+                loop.loop.call_soon_threadsafe(stop_clients.set)
+                history = clients.result()
+            ended = time.monotonic()
+            check = loop.call(compare_replicas(state.urls, context, timeout=REPLICA_TIMEOUT_S))
+            final = loop.call(workload.final_values())
     lost = find_lost_writes(history, final)
     keys = {op.key for op in history}
     result = check_history(history, budget=Budget(seconds=options.check_seconds))
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             keys=args.keys, clients=args.clients, rebind=args.rebind,
             check_seconds=args.check_seconds)
         report = run_chaos(options)
-    except (ScenarioError, FaultError, LabError, OSError, RuntimeError) as exc:
+    except (Busy, ScenarioError, FaultError, LabError, OSError, RuntimeError) as exc:
         sys.stderr.write(f"corral chaos: {exc}\n")
         return 2
     except KeyboardInterrupt:

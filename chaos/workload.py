@@ -230,11 +230,12 @@ class Workload:
         returned = self.clock()
         if answer.status == 200:
             client.ops.append(Operation(client.number, key, Kind.READ, None,
-                                        _value(answer.body), Outcome.OK, invoked, returned))
+                                        _value(answer.body), Outcome.OK, invoked, returned,
+                                        url))
             return answer
         if answer.status == 404:
             client.ops.append(Operation(client.number, key, Kind.READ, None, None, Outcome.OK,
-                                        invoked, returned))
+                                        invoked, returned, url))
             return answer
         return None
 
@@ -248,7 +249,7 @@ class Workload:
         outcome = classify(answer)
         returned = self.clock() if outcome is not Outcome.UNKNOWN else float("inf")
         client.ops.append(Operation(client.number, key, Kind.WRITE, value, None, outcome,
-                                    invoked, returned))
+                                    invoked, returned, url))
         return answer.status != 0
 
     async def _cas(self, client: _Client, url: str, key: str) -> bool:
@@ -267,7 +268,7 @@ class Workload:
         returned = self.clock() if outcome is not Outcome.UNKNOWN else float("inf")
         client.ops.append(Operation(client.number, key, Kind.CAS, (expected, value),
                                     True if outcome is Outcome.OK else None, outcome,
-                                    invoked, returned))
+                                    invoked, returned, url))
         return answer.status != 0
 
 

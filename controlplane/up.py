@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import logging
 import shutil
 import ssl
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from controlplane.auth.authn import NODE_USER_PREFIX, NODES_GROUP
@@ -38,6 +35,7 @@ from controlplane.auth.pki import ClusterPKI, PKIError, write_atomic
 from controlplane.client import ApiClient
 from controlplane.controller import Controller, ControllerConfig, ensure_raft_secret
 from controlplane.controllers.nodeipam import CLUSTER_CIDR
+from controlplane.dirlock import Busy, holding
 from nodeagent.agent import Agent, AgentConfig, default_node_name
 from nodeagent.main import (
     POD_NETWORKS,
@@ -99,25 +97,9 @@ def _raft_secret(data_dir: Path) -> str:
     return ensure_raft_secret(data_dir).read_text().strip()
 
 
-class Busy(Exception):
-    """Another ``corral up`` holds the data directory."""
-
-
-@contextlib.contextmanager
-def holding(data_dir: Path) -> Iterator[None]:
-    """The data directory's lock for as long as the block runs (released if the process dies)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(f"a corral up is running on {data_dir}") from None
-        yield
-
-
 async def up(args: argparse.Namespace) -> None:
     data_dir: Path = args.data_dir.resolve()
-    with holding(data_dir):
+    with holding(data_dir, "corral up"):
         await _up(args, data_dir)
 
 
@@ -238,7 +220,7 @@ async def down(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     if not data_dir.is_dir():
         raise AgentSetupError(f"{data_dir} is not a corral data directory")
-    with holding(data_dir):
+    with holding(data_dir, "corral up"):
         removed, bridge = await remove_pods_and_network(data_dir / "agent")
         sys.stdout.write(f"removed {removed} pod sandboxes"
                          + (f" and the bridge {bridge}" if bridge else "") + "\n")

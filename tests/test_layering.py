@@ -2,7 +2,7 @@
 
     overlay      <- nodeagent -> controlplane.client
     raftstore    <- controlplane
-    chaos        -> controlplane.client, .lab, .auth (it drives a lab from outside)
+    chaos        -> controlplane.client, .lab, .auth, .dirlock (it drives a lab from outside)
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ ALLOWED = {
     "overlay": (),
     "controlplane": ("raftstore",),
     "nodeagent": ("overlay", "controlplane.client"),
-    "chaos": ("controlplane.client", "controlplane.lab", "controlplane.auth"),
+    "chaos": ("controlplane.client", "controlplane.lab", "controlplane.auth",
+              "controlplane.dirlock"),
 }
 #: The composition roots: the ``corral`` command dispatches to every package's entry point, and
 #: ``corral up`` runs a controller and an agent in one process, ``corral lab`` starts both as
