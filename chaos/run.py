@@ -38,7 +38,7 @@ from chaos.scenarios import (
     check_scenario,
     run_scenario,
 )
-from chaos.workload import Workload, WorkloadConfig
+from chaos.workload import REBIND, Workload, WorkloadConfig
 from controlplane.dirlock import Busy, holding
 from controlplane.lab import DEFAULT_DIR, LabError, admin_ssl
 
@@ -67,7 +67,7 @@ class ChaosOptions:
     seed: int | None = None
     keys: int = 8
     clients: int = 6
-    rebind: float = 0.0
+    rebind: float = REBIND
     check_seconds: float = CHECK_SECONDS_PER_KEY
 
 
@@ -175,9 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="default: a random one, reported")
     r.add_argument("--keys", type=int, default=8, help="registers (ConfigMaps)")
     r.add_argument("--clients", type=int, default=6)
-    r.add_argument("--rebind", type=float, default=0.0, metavar="P",
+    r.add_argument("--rebind", type=float, default=REBIND, metavar="P",
                    help="chance per operation that a client moves to a random controller "
-                   "(default 0: clients move only when theirs fails)")
+                   f"(default {REBIND}; 0: clients move only when theirs fails)")
     r.add_argument("--check-seconds", type=float, default=CHECK_SECONDS_PER_KEY,
                    help="the checker's budget per key; beyond it a key is 'unknown'")
     verbs.add_parser("list", help="the scenarios")

@@ -49,6 +49,10 @@ SETUP_CLIENT = -1
 DEFINITE_FAILURES = frozenset({400, 403, 404, 409, 422, 429})
 
 
+#: Default chance per operation that a client moves to a random controller.
+REBIND = 0.05
+
+
 @dataclass
 class WorkloadConfig:
     """``urls``: every controller's API; ``ssl``: the admin client's context."""
@@ -65,7 +69,7 @@ class WorkloadConfig:
     #: The chance, after each answered operation, that a client moves to a random controller.
     #: Failovers alone gather the clients on controllers that were never hit; with rebinding a
     #: fault's target (a cut-off leader above all) keeps serving some of them. 0: sticky.
-    rebind: float = 0.0
+    rebind: float = REBIND
     seed: int = 0
     namespace: str = NAMESPACE
 

@@ -132,6 +132,7 @@ class _Replica(SyncObj):
         super().__init__(config.address, [p for p in config.peers if p != config.address], conf)
         _keep_next_index_monotonic(self)
         _truncate_only_at_conflicts(self)
+        _commit_only_matched_entries(self)
         self.state = KVStateMachine(history_limit=config.history_limit)
 
     @replicated
@@ -222,6 +223,35 @@ def _truncate_only_at_conflicts(replica: SyncObj) -> None:
                 and message.get("prevLogIdx") is not None and "transmission" not in message
                 and message.get("term", -1) >= replica.raftCurrentTerm):
             message = _trim_append_entries(replica, message, confirmed)
+        handle(node, message)
+
+    transport.setOnMessageReceivedCallback(on_message)
+
+
+def _commit_only_matched_entries(replica: SyncObj) -> None:
+    """Keep a follower from committing entries the leader has not matched (Raft's
+    ``commitIndex = min(leaderCommit, index of last new entry)``).
+
+    pysyncobj raises a follower's commit index to ``min(leaderCommit, own log end)`` after
+    every ``append_entries`` of the current term, including the snapshot-transfer messages,
+    which carry no ``prevLogIdx`` and so match nothing. A deposed leader's first message from
+    its successor is often such a message (its log fell behind the successor's compaction
+    point while it was paused or cut off): it then committed and applied its own tail of the
+    old term that the cluster never committed. Its pending read barriers were entries of that
+    tail, so they "succeeded" and the API answered reads from the deposed leader's stale state
+    (caught by ``corral chaos run pause-leader --rebind 0.05`` after kill-leader: reads
+    returning values a majority had overwritten seconds before; no write lost, since the
+    snapshot then replaced that state). A snapshot message now never raises the commit
+    index; the first append after it, whose ``prevLogIdx`` matches the snapshot, does.
+    """
+    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
+    handle = transport._onMessageReceivedCallback
+
+    def on_message(node: Any, message: Any) -> None:
+        if (isinstance(message, dict) and message.get("type") == "append_entries"
+                and "prevLogIdx" not in message and "commit_index" in message):
+            message = {**message, "commit_index": min(message["commit_index"],
+                                                       replica.raftCommitIndex)}
         handle(node, message)
 
     transport.setOnMessageReceivedCallback(on_message)

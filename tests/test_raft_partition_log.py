@@ -119,3 +119,24 @@ def test_conflict_after_matching_entries_still_replaces_the_tail(follower: Follo
     reply = follower.append(2, 3, 1, [(4, 1), (5, 2), (6, 2)])
     assert reply["success"] and reply["next_node_idx"] == 7
     assert follower.log == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 2), (6, 2)]
+
+
+def test_a_snapshot_message_never_commits_the_followers_own_tail(follower: Follower) -> None:
+    # A deposed leader (term 1) holds 2..10, of which 2..5 are committed; 6..10 never were.
+    # Its successor (term 2) starts sending it a snapshot: those messages carry no
+    # prevLogIdx, so they prove nothing about 6..10 and must not commit or apply them.
+    follower.append(1, 1, 0, [(i, 1) for i in range(2, 11)], commit=5)
+    follower.replica.doTick(0.0)
+    assert (follower.replica.raftCommitIndex, follower.replica.raftLastApplied) == (5, 5)
+    transport = follower.transport
+    for _ in range(3):  # chunks of a transfer the serializer has not started yet
+        transport._onMessageReceivedCallback(follower.leader, {
+            "type": "append_entries", "term": 2, "commit_index": 40, "serialized": None})
+        follower.replica.doTick(0.0)
+    assert follower.replica.raftCurrentTerm == 2
+    assert (follower.replica.raftCommitIndex, follower.replica.raftLastApplied) == (5, 5)
+    # The leader's log shares 2..5 and continues in term 2: a matching append commits again.
+    follower.append(2, 5, 1, [(i, 2) for i in range(6, 12)], commit=40)
+    follower.replica.doTick(0.0)
+    assert follower.log[5:] == [(i, 2) for i in range(6, 12)]
+    assert follower.replica.raftCommitIndex == 11

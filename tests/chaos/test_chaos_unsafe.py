@@ -28,7 +28,7 @@ def unsafe_lab(require: Callable[[str], None], tmp_path_factory: pytest.TempPath
 
 def test_reads_without_a_barrier_are_caught(unsafe_lab: Path, tmp_path: Path) -> None:
     report = run_chaos(ChaosOptions("partition-leader", lab_dir=unsafe_lab, out=tmp_path,
-                                    duration=30, interval=5, hold=5, seed=4, rebind=0.05))
+                                    duration=30, interval=5, hold=5, seed=4))
     print(report.summary())
     assert report.verdict is Verdict.FAIL
     assert report.linearizability.verdict is LinVerdict.NOT_LINEARIZABLE
