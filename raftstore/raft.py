@@ -21,6 +21,7 @@ the tick thread, every wait bounded, idempotent retries, journal plus dump, pass
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -28,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,11 +378,14 @@ class _TickThread(threading.Thread):
     """Drives pysyncobj. Ticks again at once while committed or, on a lone member, appended
     entries wait to be applied, instead of sleeping in the poller until the next event."""
 
-    def __init__(self, replica: _Replica, journal: SyncedJournal, period: float) -> None:
+    def __init__(self, replica: _Replica, journal: SyncedJournal, period: float,
+                 on_leader: Callable[[], None]) -> None:
         super().__init__(name=f"raft-tick-{replica.selfNode.address}", daemon=True)
         self._replica = replica
         self._journal = journal
         self._period = period
+        self._on_leader = on_leader
+        self._leader: Any = None
         self._keepalive = _LinkKeepAlive(replica)
         self._stop_event = threading.Event()
 
@@ -398,6 +402,11 @@ class _TickThread(threading.Thread):
             try:
                 self._replica.doTick(wait)
                 self._keepalive.tick()
+                leader = self._replica._getLeader()
+                if leader is not self._leader:
+                    self._leader = leader
+                    if leader is not None:
+                        self._on_leader()
                 wait = 0.0 if self._work_pending() else self._period
             except Exception:
                 log.exception("raft tick failed; continuing")
@@ -469,7 +478,11 @@ class RaftStore(StateMachineStore):
         self._notify_pending = threading.Event()
         self._replica = _Replica(config, self._lock, self._on_applied)
         journal = _wrap_journal(self._replica, config)
-        self._tick = _TickThread(self._replica, journal, period=min(0.05, config.heartbeat / 2))
+        #: Set (and replaced) on the loop whenever this member learns of a new leader: writes
+        #: waiting out an election go at once instead of at their next back-off step.
+        self._leader_known = asyncio.Event()
+        self._tick = _TickThread(self._replica, journal, period=min(0.05, config.heartbeat / 2),
+                                 on_leader=lambda: loop.call_soon_threadsafe(self._new_leader))
         self._batch = _Batch()
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
@@ -504,6 +517,15 @@ class RaftStore(StateMachineStore):
     def _wake_watchers(self) -> None:
         self._notify_pending.clear()
         self._changed()
+
+    def _new_leader(self) -> None:
+        self._leader_known.set()
+        self._leader_known = asyncio.Event()
+
+    async def _back_off(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a leader becomes known meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leader_known.wait(), seconds)
 
     # -- group commit -----------------------------------------------------------------------
 
@@ -550,7 +572,7 @@ class RaftStore(StateMachineStore):
             if error == FAIL_REASON.SUCCESS:
                 break
             log.debug("raft entry not applied (reason %s); retrying", error)
-            await asyncio.sleep(min(delay, max(0.0, deadline - self._loop.time())))
+            await self._back_off(min(delay, max(0.0, deadline - self._loop.time())))
             delay = min(delay * 2, 0.25)
         if len(results) != len(batch.commands):
             results = [InvalidRequest("log entry was damaged")] * len(batch.commands)

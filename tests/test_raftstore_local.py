@@ -334,3 +334,16 @@ def test_late_acks_do_not_rewind_next_index(ack: int, reset: bool, expected: int
     leader._SyncObj__raftNextIndex["f"] = 21  # batches 1-10 and 11-20 are in flight
     leader.receive(type="next_node_idx", next_node_idx=ack, reset=reset, success=not reset)
     assert leader._SyncObj__raftNextIndex["f"] == expected
+
+
+async def test_a_back_off_ends_when_a_leader_becomes_known(tmp_path: Path) -> None:
+    """A write that found no leader waits out its back-off step only until one is known (the
+    tick thread reports it), not for the whole step: after an election it goes at once."""
+    store = await RaftStore.open(config(tmp_path, election_timeout=(1.0, 2.0)))
+    try:
+        assert not store.is_leader  # a lone member elects itself after its election timeout
+        await asyncio.wait_for(store._back_off(60.0), 20.0)
+        assert store.is_leader
+        assert await store.put("k", b"v") > 0
+    finally:
+        await store.close()
