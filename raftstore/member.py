@@ -41,9 +41,11 @@ def add_raft_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
     p.add_argument("--fsync", choices=[f.value for f in FsyncPolicy],
                    default=FsyncPolicy.ALWAYS.value,
                    help="when the Raft journal reaches the disk (see docs/raftstore.md)")
-    p.add_argument("--heartbeat", type=float, default=0.1, help="seconds (default %(default)s)")
-    p.add_argument("--election-timeout", type=float, nargs=2, default=(1.0, 2.0),
-                   metavar=("MIN", "MAX"), help="seconds (default 1.0 2.0, as etcd)")
+    p.add_argument("--heartbeat", type=float, default=RaftConfig.heartbeat,
+                   help="seconds (default %(default)s)")
+    low, high = RaftConfig.election_timeout
+    p.add_argument("--election-timeout", type=float, nargs=2, default=(low, high),
+                   metavar=("MIN", "MAX"), help=f"seconds (default {low} {high})")
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--unsafe-local-reads", action="store_true",
                    help="UNSAFE, only to show that the chaos checker catches it: reads answer "
