@@ -151,9 +151,7 @@ class Workload:
             for i in range(self.config.keys):
                 key = self.config.key(i)
                 value = f"{self.run_id}:init-{i}"
-                body = {"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": key, "namespace": self.config.namespace},
-                        "data": {FIELD: value}}
+                body = self._body(key, value)
                 invoked = self.clock()
                 made = await self._until_done(session, "POST", self._path(), body, deadline)
                 if made.status == 409:  # left by an earlier run: this run's first value
@@ -223,6 +221,14 @@ class Workload:
                 client.url_index = rng.randrange(len(self.config.urls))
             await asyncio.sleep(self.config.think)
 
+    def _body(self, key: str, value: str, resource_version: str = "") -> dict[str, Any]:
+        """Register ``key`` holding ``value``; with a resourceVersion, only over that version."""
+        meta = {"name": key, "namespace": self.config.namespace}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                "data": {FIELD: value}}
+
     def _next_value(self, client: _Client) -> str:
         client.sequence += 1
         return f"{self.run_id}:{client.number}-{client.sequence}"
@@ -245,16 +251,7 @@ class Workload:
 
     async def _write(self, client: _Client, url: str, key: str) -> bool:
         value = self._next_value(client)
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": key, "namespace": self.config.namespace},
-                "data": {FIELD: value}}
-        invoked = self.clock()
-        answer = await self._send(client.session, url, "PUT", self._path(key), body)
-        outcome = classify(answer)
-        returned = self.clock() if outcome is not Outcome.UNKNOWN else float("inf")
-        client.ops.append(Operation(client.number, key, Kind.WRITE, value, None, outcome,
-                                    invoked, returned, url))
-        return answer.status != 0
+        return await self._update(client, url, key, Kind.WRITE, value, self._body(key, value))
 
     async def _cas(self, client: _Client, url: str, key: str) -> bool:
         read = await self._read(client, url, key)
@@ -262,16 +259,19 @@ class Workload:
             return read is not None
         expected = _value(read.body)
         value = self._next_value(client)
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": key, "namespace": self.config.namespace,
-                             "resourceVersion": read.body["metadata"]["resourceVersion"]},
-                "data": {FIELD: value}}
+        body = self._body(key, value, read.body["metadata"]["resourceVersion"])
+        return await self._update(client, url, key, Kind.CAS, (expected, value), body)
+
+    async def _update(self, client: _Client, url: str, key: str, kind: Kind,
+                      given: Value | tuple[Value, Value], body: Any) -> bool:
+        """One PUT recorded as a write or a cas (a cas that applied succeeded: output True);
+        False when the controller did not answer at all."""
         invoked = self.clock()
         answer = await self._send(client.session, url, "PUT", self._path(key), body)
         outcome = classify(answer)
         returned = self.clock() if outcome is not Outcome.UNKNOWN else float("inf")
-        client.ops.append(Operation(client.number, key, Kind.CAS, (expected, value),
-                                    True if outcome is Outcome.OK else None, outcome,
+        output = True if kind is Kind.CAS and outcome is Outcome.OK else None
+        client.ops.append(Operation(client.number, key, kind, given, output, outcome,
                                     invoked, returned, url))
         return answer.status != 0
 

@@ -152,6 +152,19 @@ class _Replica(SyncObj):
         return results
 
 
+#: pysyncobj's handling of one peer message: ``handle(node, message)``.
+_Handler = Callable[[Any, Any], None]
+
+
+def _intercept_messages(replica: SyncObj,
+                        intercept: Callable[[Any, Any, _Handler], None]) -> None:
+    """Put ``intercept(node, message, handle)`` in front of what handles peer messages now
+    (``handle``: pysyncobj's handler, or an interceptor installed before this one)."""
+    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
+    handle = transport._onMessageReceivedCallback
+    transport.setOnMessageReceivedCallback(lambda node, message: intercept(node, message, handle))
+
+
 def _keep_next_index_monotonic(replica: SyncObj) -> None:
     """Stop a late acknowledgement from pulling a follower's nextIndex back.
 
@@ -164,10 +177,8 @@ def _keep_next_index_monotonic(replica: SyncObj) -> None:
     (``Progress.MaybeUpdate``); a follower that really lacks entries answers with a reset,
     which still lowers it.
     """
-    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
-    handle = transport._onMessageReceivedCallback
 
-    def on_message(node: Any, message: Any) -> None:
+    def on_message(node: Any, message: Any, handle: _Handler) -> None:
         next_index = replica._SyncObj__raftNextIndex  # type: ignore[attr-defined]
         before = next_index.get(node)
         handle(node, message)
@@ -178,7 +189,7 @@ def _keep_next_index_monotonic(replica: SyncObj) -> None:
             if next_index.get(node, before) < before:
                 next_index[node] = before
 
-    transport.setOnMessageReceivedCallback(on_message)
+    _intercept_messages(replica, on_message)
 
 
 def _truncate_only_at_conflicts(replica: SyncObj) -> None:
@@ -219,18 +230,16 @@ def _truncate_only_at_conflicts(replica: SyncObj) -> None:
     or a reset. Messages split in chunks (``transmission``, entries over 64 KiB) pass as they
     are, as do messages of older terms (pysyncobj ignores them).
     """
-    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
-    handle = transport._onMessageReceivedCallback
     confirmed = [-1, 0]  # [term, index]: this term's leader matched our log up to index
 
-    def on_message(node: Any, message: Any) -> None:
+    def on_message(node: Any, message: Any, handle: _Handler) -> None:
         if (isinstance(message, dict) and message.get("type") == "append_entries"
                 and message.get("prevLogIdx") is not None and "transmission" not in message
                 and message.get("term", -1) >= replica.raftCurrentTerm):
             message = _trim_append_entries(replica, message, confirmed)
         handle(node, message)
 
-    transport.setOnMessageReceivedCallback(on_message)
+    _intercept_messages(replica, on_message)
 
 
 def _commit_only_matched_entries(replica: SyncObj) -> None:
@@ -249,17 +258,15 @@ def _commit_only_matched_entries(replica: SyncObj) -> None:
     snapshot then replaced that state). A snapshot message now never raises the commit
     index; the first append after it, whose ``prevLogIdx`` matches the snapshot, does.
     """
-    transport = replica._SyncObj__transport  # type: ignore[attr-defined]
-    handle = transport._onMessageReceivedCallback
 
-    def on_message(node: Any, message: Any) -> None:
+    def on_message(node: Any, message: Any, handle: _Handler) -> None:
         if (isinstance(message, dict) and message.get("type") == "append_entries"
                 and "prevLogIdx" not in message and "commit_index" in message):
             message = {**message, "commit_index": min(message["commit_index"],
                                                        replica.raftCommitIndex)}
         handle(node, message)
 
-    transport.setOnMessageReceivedCallback(on_message)
+    _intercept_messages(replica, on_message)
 
 
 def _trim_append_entries(replica: SyncObj, message: dict[str, Any],
